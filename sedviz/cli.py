@@ -1,0 +1,146 @@
+"""`sedviz compute | info | demo | report` — the command line over the public API."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from .errors import SedvizError
+
+
+def _compute(args) -> int:
+    from .pipeline import compute
+    from .summary import summary
+
+    client = None
+    if args.scheduler:
+        from dask.distributed import Client
+
+        client = Client(args.scheduler)
+    ds = compute(
+        args.runs, args.output, names=args.name or None, device=args.device, dtype=args.dtype, k=args.k,
+        align=not args.no_align, sva=not args.no_sva, sketch=not args.no_sketch, sketch_dim=args.sketch_dim,
+        sketch_seed=args.sketch_seed, windows=tuple(args.windows), max_lag=_max_lag(args.max_lag),
+        on_error=args.on_error, client=client, store_format=args.format, progress=not args.quiet,
+    )
+    print(summary(ds))
+    return 0
+
+
+def _max_lag(text):
+    if text in (None, "auto", "all"):
+        return text or "auto"
+    if text == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise SedvizError(f"--max-lag {text!r}: use auto, all, none or a whole number") from None
+
+
+def _info(args) -> int:
+    from . import open as open_store
+    from .summary import summary
+
+    print(summary(open_store(args.store)))
+    return 0
+
+
+def _demo(args) -> int:
+    from . import demo
+    from .pipeline import compute
+    from .summary import summary
+
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    runs = demo.train_demo(out, progress=not args.quiet)
+    t1 = time.perf_counter()
+    store = Path(args.store) if args.store else out / "demo.zarr"
+    ds = compute(runs, store, progress=not args.quiet)
+    t2 = time.perf_counter()
+    print(summary(ds))
+    print(f"\ntrained {len(runs)} runs in {t1 - t0:.0f} s, computed their spectra in {t2 - t1:.0f} s -> {store}")
+    if args.ship:
+        from .data import ship_demo
+
+        ship_demo(ds, runs)
+    return 0
+
+
+def _report(args) -> int:
+    from .report import report
+
+    params = {}
+    for name, value in args.parameter or []:
+        params[name] = value
+    out = report(args.source, args.output, parameters=params)
+    print(f"wrote {out['ipynb']} and {out['html']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sedviz", description="Spectral dynamics of neural network training.")
+    p.add_argument("--version", action="version", version=_version())
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("compute", help="compute spectra of one or many runs of checkpoints into a store")
+    c.add_argument("runs", nargs="+", help="run folders of checkpoints")
+    c.add_argument("-o", "--output", required=True, help="store: a Zarr folder (default) or a .nc file; extended if it exists")
+    c.add_argument("--name", action="append", help="run name (repeat once per run; default: folder names)")
+    c.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
+    c.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    c.add_argument("--k", type=int, default=100, help="top singular vectors kept for align and sva (default 100)")
+    c.add_argument("--no-align", action="store_true", help="skip alignment of consecutive layers")
+    c.add_argument("--no-sva", action="store_true", help="skip agreement with the final checkpoint")
+    c.add_argument("--no-sketch", action="store_true", help="skip the JL sketches of the trajectory")
+    c.add_argument("--windows", type=int, nargs="+", default=[10, 20], help="window sizes for the spectral edge (default 10 20)")
+    c.add_argument("--sketch-dim", type=int, default=None, help="sketch dimension (default 10 x the largest window)")
+    c.add_argument("--sketch-seed", type=int, default=0)
+    c.add_argument("--max-lag", default="auto", help="exact update dot products: auto, all, none or a lag")
+    c.add_argument("--on-error", default="raise", choices=["raise", "skip"], help="bad checkpoint: stop, or warn and skip it")
+    c.add_argument("--scheduler", help="address of a dask.distributed scheduler to spread checkpoints over")
+    c.add_argument("--format", choices=["zarr", "netcdf"], help="store format (default from the file name)")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    c.set_defaults(func=_compute)
+
+    i = sub.add_parser("info", help="what is in a store")
+    i.add_argument("store")
+    i.set_defaults(func=_info)
+
+    d = sub.add_parser("demo", help="train the demo grokking runs (CPU, a few minutes) and compute their spectra")
+    d.add_argument("out", nargs="?", default="runs/demo", help="folder for the runs (default runs/demo)")
+    d.add_argument("--store", help="store path (default OUT/demo.zarr)")
+    d.add_argument("--ship", action="store_true", help="also refresh the demo data shipped in the package (developers)")
+    d.add_argument("-q", "--quiet", action="store_true")
+    d.set_defaults(func=_demo)
+
+    r = sub.add_parser("report", help="execute the report notebook on a store or run folders; write .ipynb and HTML")
+    r.add_argument("source", nargs="+", help="a store, or run folders")
+    r.add_argument("-o", "--output", required=True, help="output folder")
+    r.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), help="notebook parameter")
+    r.set_defaults(func=_report)
+    return p
+
+
+def _version() -> str:
+    from ._version import __version__
+
+    return f"sedviz {__version__}"
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SedvizError as exc:
+        print(f"sedviz {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; what was computed so far is stored and a rerun resumes", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

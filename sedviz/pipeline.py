@@ -1,0 +1,602 @@
+"""The streaming pass: every checkpoint read once, every matrix decomposed once.
+
+For each run the final checkpoint is read first (its top-k singular vectors are the reference
+for the agreement ``sva``, METHODS 4), then the others in step order. From each checkpoint the
+pass takes everything any analysis needs: singular values and measures (METHODS 2), top-k
+vectors for consecutive pairs (``align``, METHODS 3) and for ``sva``, per-parameter JL sketches
+and exact dot products of consecutive updates (METHODS 7). Only a record of numbers leaves the
+pass, so memory holds about one checkpoint, plus the last ``max_lag`` updates when exact update
+dot products are on (they are on automatically only while they fit in ``exact_memory``).
+
+Work per checkpoint is independent except for the update history, so the pass splits a run
+into contiguous blocks; a block first re-reads (without decomposing) the ``max_lag + 1``
+checkpoints before it. Locally there is one block per run; with a Dask client, blocks are
+spread over the workers and their records written by the client, giving the same numbers.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from . import pairs as pairs_mod
+from ._version import __version__
+from .analysis.alignment import agreement_diag, pair_diag, score
+from .dataset import SCHEMA_VERSION, ParamInfo, assemble, run_dataset
+from .errors import CheckpointError, SedvizError, StoreError
+from .io import RunSource, discover_runs, read_metrics, read_state
+from .io.store import NetCDFStore, Store, open_store
+from .layers import LayerInfo, describe, is_buffer, layer_kind, matrix_view
+from .sketch import Sketcher
+from .spectra import SVD, decompose, measures, resolve_device, resolve_dtype
+
+ON_ERROR = ("raise", "skip")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Every option that changes a number; stored in the store's attrs and checked on resume."""
+
+    dtype: str = "float32"
+    k: int = 100
+    align: bool = True
+    sva: bool = True
+    pairs: tuple | None = None
+    n_heads: int | None = None
+    sketch: bool = True
+    sketch_dim: int = 200
+    sketch_seed: int = 0
+    max_lag: int | str | None = "auto"
+    exact_memory: int = 512 * 2**20
+
+    def numeric(self) -> dict:
+        out = asdict(self)
+        out.pop("exact_memory")
+        out["pairs"] = [list(p) if isinstance(p, (tuple, list)) else p.name for p in self.pairs] if self.pairs else None
+        return out
+
+
+@dataclass
+class RunPlan:
+    """What the pass needs to know about one run before reading its checkpoints."""
+
+    name: str
+    layers: list[LayerInfo]
+    params: list[ParamInfo]
+    pairs: list
+    max_rank: int
+    max_lag: int | None
+    reference_step: int | None
+    checkpoints: dict[int, str] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# per-checkpoint work
+
+
+def _entries(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Trained float parameters, tied duplicates (same storage) dropped, in state-dict order."""
+    seen = set()
+    out = {}
+    for name, t in state.items():
+        if not isinstance(t, torch.Tensor) or is_buffer(name, t):
+            continue
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride())) if t.numel() else None
+        if key is not None and key in seen:
+            continue
+        seen.add(key)
+        out[name] = t
+    return out
+
+
+def plan_run(name: str, state: dict, opts: Options, *, max_steps: int, reference_step: int | None) -> RunPlan:
+    """Layer table, parameter table, pairs and history length of a run, from one checkpoint."""
+    entries = _entries(state)
+    if not entries:
+        raise SedvizError(f"run {name!r}: its checkpoints hold no float parameters; is this a model checkpoint?")
+    layers = [describe(n, t) for n, t in entries.items() if t.ndim >= 2]
+    params = sorted(
+        (ParamInfo(n, int(t.numel()), layer_kind(n, tuple(t.shape))) for n, t in entries.items()), key=lambda p: p.name
+    )
+    pairs = []
+    if opts.align and layers:
+        pairs = pairs_mod.consecutive_pairs(layers, explicit=list(opts.pairs) if opts.pairs else None, n_heads=opts.n_heads)
+    max_rank = max((min(li.rows, li.cols) for li in layers), default=1)
+    total = sum(p.size for p in params)
+    max_lag = _resolve_max_lag(opts.max_lag, total, max_steps, opts.exact_memory)
+    return RunPlan(name, layers, params, pairs, max_rank, max_lag, reference_step)
+
+
+def _resolve_max_lag(max_lag, n_params: int, n_steps: int, budget: int) -> int | None:
+    """``auto``: every pair of updates when the run's updates fit in ``budget`` bytes (exact drift),
+    else the lags a 20-checkpoint window needs if those fit, else none (sketches only)."""
+    if max_lag is None or max_lag is False:
+        return None
+    if max_lag == "all":
+        return max(n_steps - 1, 1)
+    if max_lag == "auto":
+        if n_params * 4 * n_steps <= budget:
+            return max(n_steps - 1, 1)
+        return 19 if n_params * 4 * 21 <= budget else None
+    if isinstance(max_lag, int) and max_lag >= 0:
+        return max_lag
+    raise SedvizError(f"max_lag={max_lag!r}: use 'auto', 'all', None or a whole number >= 0")
+
+
+class Engine:
+    """Turns checkpoints of one run into records; holds the update history between them."""
+
+    def __init__(self, plan: RunPlan, opts: Options, device: torch.device, *, on_error: str, reference=None):
+        self.plan = plan
+        self.opts = opts
+        self.device = device
+        self.dtype = resolve_dtype(opts.dtype)
+        self.on_error = on_error
+        self.reference = reference  # layer -> SVD of the final checkpoint (top-k vectors)
+        self.sketcher = Sketcher(opts.sketch_dim, opts.sketch_seed, device) if opts.sketch else None
+        self.prev: dict[str, torch.Tensor] | None = None
+        self.history: deque = deque(maxlen=plan.max_lag or 1)
+        self._warned: set = set()
+        self.vectors = opts.sva or bool(plan.pairs)
+
+    # -- validation ---------------------------------------------------------------------------
+    def _check(self, path: str, entries: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        for li in self.plan.layers:
+            t = entries.get(li.name)
+            if t is None:
+                self._warn_once(("missing", li.name), f"{path}: layer {li.name!r} is missing; its values are NaN at this step")
+            elif tuple(t.shape) != li.shape:
+                raise CheckpointError(
+                    path,
+                    f"layer {li.name!r} has shape {tuple(t.shape)} here but {li.shape} in the run's final checkpoint",
+                    "a layer must keep its shape through a run to be compared across steps; split the run into "
+                    "two folders at the change, or pass on_error='skip' to leave this checkpoint out",
+                )
+        return entries
+
+    def _warn_once(self, key, msg):
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(msg, stacklevel=3)
+
+    # -- the work -----------------------------------------------------------------------------
+    def spectra(self, path: str, entries: dict[str, torch.Tensor]) -> tuple[dict, dict[str, SVD]]:
+        """Singular values, measures, sva and align of one checkpoint; also the layers' SVDs."""
+        L, R = len(self.plan.layers), self.plan.max_rank
+        k = self.opts.k
+        sv = np.full((L, R), np.nan, dtype=np.float32 if self.dtype == torch.float32 else np.float64)
+        meas = {m: np.full(L, np.nan) for m in ("eff_rank", "stable_rank", "spectral_norm", "fro_norm")}
+        mats, idx = [], []
+        for i, li in enumerate(self.plan.layers):
+            t = entries.get(li.name)
+            if t is None:
+                continue
+            m = matrix_view(t, li.kind).to(device=self.device, dtype=self.dtype)
+            if not bool(torch.isfinite(m).all()):
+                if self.on_error == "raise":
+                    raise CheckpointError(
+                        path, f"layer {li.name!r} holds NaN or Inf values",
+                        "the run diverged here; pass on_error='skip' to record NaN for this layer and go on",
+                    )
+                self._warn_once(("nan", li.name, path), f"{path}: layer {li.name!r} holds NaN/Inf; its values are NaN at this step")
+                continue
+            mats.append(m)
+            idx.append(i)
+        svds: dict[str, SVD] = {}
+        if mats:
+            res = decompose(mats, k=k if self.vectors else None)
+            S_all = []
+            for i, r in zip(idx, res):
+                name = self.plan.layers[i].name
+                svds[name] = r
+                sv[i, : r.S.shape[0]] = r.S.cpu().numpy()
+            for i, r in zip(idx, res):
+                for m_name, v in measures(r.S).items():
+                    meas[m_name][i] = float(v)
+        rec = {"sv": sv, **meas}
+        if self.opts.sva:
+            rec.update(self._sva(svds))
+        if self.plan.pairs:
+            rec.update(self._align(entries, svds))
+        return rec, svds
+
+    def _sva(self, svds):
+        L, R, k = len(self.plan.layers), self.plan.max_rank, self.opts.k
+        out = np.full((L, R), np.nan)
+        sc = np.full(L, np.nan)
+        for i, li in enumerate(self.plan.layers):
+            now, ref = svds.get(li.name), (self.reference or {}).get(li.name)
+            if now is None or ref is None or ref.U is None:
+                continue
+            d = agreement_diag(now.U, now.V, ref.U, ref.V, k).cpu().numpy()[:R]
+            out[i, : len(d)] = d
+            sc[i] = score(d)
+        return {"sva": out, "sva_score": sc}
+
+    def _align(self, entries, svds):
+        R, k = self.plan.max_rank, self.opts.k
+        blocks = {}
+        for key in pairs_mod.operands(self.plan.pairs):
+            layer, rows, cols = key
+            if rows is None and cols is None and layer in svds:
+                r = svds[layer]
+                blocks[key] = r
+                continue
+            t = entries.get(layer)
+            if t is None:
+                continue
+            li = next(li for li in self.plan.layers if li.name == layer)
+            m = matrix_view(t, li.kind).to(device=self.device, dtype=self.dtype)
+            if rows is not None:
+                m = m[rows[0] : rows[1]]
+            if cols is not None:
+                m = m[:, cols[0] : cols[1]]
+            blocks[key] = m
+        todo = [key for key, v in blocks.items() if isinstance(v, torch.Tensor)]
+        for key, r in zip(todo, decompose([blocks[key] for key in todo], k=k)):
+            blocks[key] = r
+        P = len(self.plan.pairs)
+        out = np.full((P, R), np.nan)
+        sc = np.full(P, np.nan)
+        for j, pair in enumerate(self.plan.pairs):
+            if any(op.key not in blocks for term in pair.terms for op in term):
+                continue  # a layer of the pair is missing or non-finite at this step
+            d = pair_diag(blocks, pair, k).cpu().numpy()[:R]
+            out[j, : len(d)] = d
+            sc[j] = score(d)
+        return {"align": out, "align_score": sc}
+
+    def trajectory(self, entries: dict[str, torch.Tensor], *, record: bool = True) -> dict:
+        """Sketches and update dot products; ``record=False`` only advances the history (warm-up)."""
+        out = {}
+        params = self.plan.params
+        if self.sketcher is not None and record:
+            sk = np.full((len(params), self.opts.sketch_dim), np.nan)
+            for i, p in enumerate(params):
+                t = entries.get(p.name)
+                if t is not None and t.numel() == p.size:
+                    sk[i] = self.sketcher(p.name, t).cpu().numpy()
+            out["sketch"] = sk
+        if self.plan.max_lag is not None:
+            L = self.plan.max_lag
+            dd = np.full((len(params), L + 1), np.nan)
+            cur = {p.name: entries[p.name] for p in params if p.name in entries and entries[p.name].numel() == p.size}
+            if self.prev is not None:
+                delta = {}
+                for i, p in enumerate(params):
+                    a, b = cur.get(p.name), self.prev.get(p.name)
+                    if a is None or b is None:
+                        continue
+                    d = a.to(self.device, torch.float64) - b.to(self.device, torch.float64)
+                    d = d.reshape(-1)
+                    delta[p.name] = d
+                    dd[i, 0] = float(d @ d)
+                    for lag, old in enumerate(reversed(self.history), start=1):
+                        o = old.get(p.name)
+                        if o is not None and lag <= L:
+                            dd[i, lag] = float(d @ o)
+                self.history.append(delta)
+            self.prev = cur
+            if record:
+                out["delta_dot"] = dd
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# a block of consecutive checkpoints (the unit of parallel work)
+
+
+def _read(ref, on_error: str) -> dict | None:
+    try:
+        return read_state(ref)
+    except CheckpointError as exc:
+        if on_error == "raise":
+            raise
+        warnings.warn(f"skipped: {exc}", stacklevel=2)
+        return None
+
+
+def _read_final(refs, on_error):
+    """The last readable checkpoint of a run (with on_error='skip', unreadable last ones are passed over)."""
+    for ref in reversed(refs):
+        state = _read(ref, on_error)
+        if state is not None:
+            return ref, state
+    raise SedvizError(f"no checkpoint of {refs[0].path.parent} could be read; see the warnings above for each file")
+
+
+def process_block(
+    plan: RunPlan,
+    opts: Options,
+    refs: list,
+    warmup: list,
+    *,
+    device: str,
+    on_error: str,
+    reference=None,
+    cached: dict | None = None,
+) -> Iterator[dict]:
+    """Records of ``refs`` (ascending steps), after replaying ``warmup`` into the update history.
+
+    ``cached`` maps a step to (entries, spectra record) already computed for it (the final
+    checkpoint, read first for the reference), so it is neither read nor decomposed twice.
+    """
+    eng = Engine(plan, opts, torch.device(device), on_error=on_error, reference=reference)
+    for ref in warmup:
+        state = _read(ref, on_error)
+        if state is not None:
+            eng.trajectory(_entries(state), record=False)
+    for ref in refs:
+        hit = (cached or {}).get(ref.step)
+        if hit is not None:
+            entries, rec = hit
+        else:
+            state = _read(ref, on_error)
+            if state is None:
+                continue
+            try:
+                entries = eng._check(str(ref.path), _entries(state))
+                rec, _ = eng.spectra(str(ref.path), entries)
+            except CheckpointError as exc:
+                if on_error == "raise":
+                    raise
+                warnings.warn(f"skipped: {exc}", stacklevel=2)
+                continue
+        rec = {**rec, **eng.trajectory(entries), "step": int(ref.step), "path": str(ref.path)}
+        yield rec
+
+
+# ---------------------------------------------------------------------------------------------
+# compute(): runs -> store -> Dataset
+
+
+def compute(
+    runs,
+    store=None,
+    *,
+    names=None,
+    device="auto",
+    dtype="float32",
+    k: int = 100,
+    align: bool = True,
+    sva: bool = True,
+    pairs=None,
+    n_heads: int | None = None,
+    sketch: bool = True,
+    sketch_dim: int | None = None,
+    sketch_seed: int = 0,
+    windows=(10, 20),
+    max_lag="auto",
+    exact_memory: int = 512 * 2**20,
+    on_error: str = "raise",
+    client=None,
+    store_format: str | None = None,
+    progress: bool = True,
+):
+    """Compute the spectra of every checkpoint of one or many runs into one Dataset.
+
+    Parameters
+    ----------
+    runs : path or list of paths
+        Run folders of checkpoints (see docs: plain torch, Lightning, safetensors, HF folders).
+    store : path, optional
+        Zarr folder (default) or ``.nc`` file. Existing stores are extended: only checkpoints
+        they lack are computed. ``None`` keeps everything in memory.
+    device : ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``.
+    dtype : ``"float32"`` (default, as in Yunis et al.) or ``"float64"``.
+    k : number of top singular vectors kept for ``align`` and ``sva`` (METHODS 3-4).
+    align, sva : compute alignment of consecutive pairs / agreement with the final checkpoint.
+    pairs : explicit list of ``("src", "dst")`` layer-name pairs instead of detection.
+    sketch, sketch_dim, sketch_seed : per-parameter JL sketches (METHODS 7); ``sketch_dim``
+        defaults to 10 x the largest of ``windows``.
+    max_lag : exact update dot products up to this lag: ``"auto"``, ``"all"``, an int or None.
+    on_error : ``"raise"`` (default) or ``"skip"``: warn and leave a bad checkpoint out.
+    client : a ``dask.distributed.Client`` to spread checkpoints over its workers.
+
+    Returns
+    -------
+    xarray.Dataset with dims (run, step, layer, rank, ...) as in docs/schema.md.
+    """
+    if on_error not in ON_ERROR:
+        raise SedvizError(f"on_error={on_error!r}: use one of {ON_ERROR}")
+    if not isinstance(k, int) or k < 1:
+        raise SedvizError(f"k={k!r}: the number of singular vectors to keep must be a whole number >= 1")
+    windows = _check_windows(windows)
+    sketch_dim = int(sketch_dim or 10 * max(windows))
+    if sketch_dim < 1:
+        raise SedvizError(f"sketch_dim={sketch_dim!r}: must be >= 1 (the default is 10 x the largest window)")
+    resolve_dtype(dtype)
+    dev = resolve_device(device)
+    opts = Options(
+        dtype=str(dtype), k=k, align=align, sva=sva, pairs=tuple(tuple(p) if isinstance(p, (list, tuple)) else p for p in pairs) if pairs else None,
+        n_heads=n_heads, sketch=sketch, sketch_dim=sketch_dim, sketch_seed=sketch_seed, max_lag=max_lag, exact_memory=exact_memory,
+    )
+    sources = discover_runs(runs if isinstance(runs, (list, tuple)) else [runs], names=names, on_error=on_error)
+    st: Store = open_store(store, store_format) if store is not None else NetCDFStore(None)
+    _prepare_store(st, opts, dev)
+    for src in sources:
+        _compute_run(st, src, opts, dev, on_error=on_error, client=client, progress=progress)
+    st.flush()
+    return st.open() if store is not None else _assemble_memory(st)
+
+
+def _assemble_memory(st: NetCDFStore):
+    runs = {n: st.load_run(n) for n in st.runs()}
+    runs = {n: d for n, d in runs.items() if d is not None}
+    return assemble(runs, metrics={n: st.load_metrics(n) for n in runs}, attrs=st.attrs(), run_attrs=st.runs())
+
+
+def _check_windows(windows):
+    ws = (windows,) if isinstance(windows, int) else tuple(windows)
+    if not ws or any((not isinstance(w, (int, np.integer))) or w < 2 for w in ws):
+        raise SedvizError(f"windows={windows!r}: give window sizes as whole numbers >= 2, e.g. windows=(10, 20)")
+    return tuple(int(w) for w in ws)
+
+
+def _prepare_store(st: Store, opts: Options, dev: torch.device) -> None:
+    numeric = opts.numeric()
+    if st.path is not None and st.exists():
+        attrs = st.attrs()
+        from .dataset import check_schema
+
+        check_schema(attrs, str(st.path))
+        stored = json.loads(attrs.get("options", "{}"))
+        diff = {k: (stored.get(k), v) for k, v in numeric.items() if stored.get(k) != v}
+        if diff:
+            lines = ", ".join(f"{k}: stored {a!r}, asked {b!r}" for k, (a, b) in diff.items())
+            raise StoreError(
+                f"{st.path} was computed with other options ({lines}). Pass the stored options to extend it, "
+                "or write to a new store."
+            )
+        return
+    st.init(
+        {
+            "sedviz_version": __version__,
+            "schema_version": SCHEMA_VERSION,
+            "options": json.dumps(numeric),
+            "device": str(dev),
+            "dtype": opts.dtype,
+        }
+    )
+
+
+def _compute_run(st: Store, src: RunSource, opts: Options, dev, *, on_error, client, progress) -> None:
+    refs = list(src.checkpoints)
+    metrics = read_metrics(src, on_error="skip")
+    st.write_metrics(src.name, metrics)
+    info = st.runs().get(src.name) or {}
+    stored = set(int(s) for s in info.get("checkpoints", {}))
+    final = refs[-1]
+    if stored and opts.sva and info.get("sva_reference_step") not in (None, final.step):
+        warnings.warn(
+            f"run {src.name!r}: its final checkpoint is now step {final.step} (stored agreement 'sva' is relative to "
+            f"step {info.get('sva_reference_step')}); recomputing the run",
+            stacklevel=3,
+        )
+        st.drop_run(src.name)
+        stored = set()
+    todo = [r for r in refs if r.step not in stored]
+    if todo and stored and todo[0].step < max(stored):
+        warnings.warn(
+            f"run {src.name!r}: new checkpoints lie inside the stored range (first at step {todo[0].step}); the update "
+            "trajectory of later steps changes, so the run is recomputed",
+            stacklevel=3,
+        )
+        st.drop_run(src.name)
+        stored, todo = set(), refs
+    if not todo:
+        return
+    final, final_state = _read_final(refs, on_error)
+    final_entries = _entries(final_state)
+    plan = plan_run(src.name, final_state, opts, max_steps=len(refs), reference_step=final.step if opts.sva else None)
+    if stored and info.get("max_lag") != plan.max_lag:
+        # the history length follows the run's size; a grown run re-plans from the start
+        st.drop_run(src.name)
+        stored, todo = set(), refs
+    eng = Engine(plan, opts, dev, on_error=on_error)
+    final_rec, final_svds = eng.spectra(str(final.path), eng._check(str(final.path), final_entries))
+    reference = None
+    if opts.sva:  # the reference is the final's own top-k vectors; its agreement is with itself
+        reference = final_svds
+        eng.reference = reference
+        final_rec.update(eng._sva(final_svds))
+    cached = {final.step: (final_entries, final_rec)} if final in todo else {}
+    run_attrs = {
+        "name": src.name,
+        "sources": str(src.root),
+        "sva_reference_step": plan.reference_step,
+        "max_lag": plan.max_lag,
+    }
+    order = list(refs)
+    pos = {r.step: i for i, r in enumerate(order)}
+    bar = _progress(progress, len(todo), src.name)
+    writer = _Writer(st, plan, run_attrs)
+    try:
+        if client is None:
+            first = pos[todo[0].step]
+            warmup = order[max(0, first - (plan.max_lag or 0) - 1) : first] if plan.max_lag is not None else []
+            for rec in process_block(plan, opts, todo, warmup, device=str(dev), on_error=on_error, reference=reference, cached=cached):
+                writer.add(rec)
+                bar.update(1)
+        else:
+            for recs in _dask_blocks(client, plan, opts, todo, order, pos, dev, on_error, reference):
+                for rec in recs:
+                    writer.add(rec)
+                bar.update(len(recs))
+    finally:
+        writer.flush()
+        bar.close()
+
+
+class _Writer:
+    """Buffers records and appends them to the store every few seconds (atomic per batch)."""
+
+    def __init__(self, st: Store, plan: RunPlan, run_attrs: dict, every_s: float = 5.0):
+        self.st, self.plan, self.run_attrs, self.every_s = st, plan, run_attrs, every_s
+        self.buf: list[dict] = []
+        self.last = time.monotonic()
+
+    def add(self, rec: dict) -> None:
+        self.buf.append(rec)
+        if time.monotonic() - self.last >= self.every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buf:
+            return
+        recs = sorted(self.buf, key=lambda r: r["step"])
+        ds = run_dataset(recs, layers=self.plan.layers, params=self.plan.params, pairs=self.plan.pairs, max_rank=self.plan.max_rank)
+        attrs = {**self.run_attrs, "checkpoints": {str(r["step"]): r["path"] for r in recs}}
+        self.st.append(self.plan.name, ds, attrs)
+        self.st.flush()
+        self.buf = []
+        self.last = time.monotonic()
+
+
+def _dask_blocks(client, plan, opts, todo, order, pos, dev, on_error, reference):
+    from dask.distributed import as_completed
+
+    n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+    n_blocks = max(1, min(len(todo), 2 * n_workers))
+    size = math.ceil(len(todo) / n_blocks)
+    futures = []
+    ref_future = client.scatter(reference, broadcast=True) if reference is not None else None
+    for b in range(0, len(todo), size):
+        block = todo[b : b + size]
+        first = pos[block[0].step]
+        warmup = order[max(0, first - (plan.max_lag or 0) - 1) : first] if plan.max_lag is not None else []
+        futures.append(
+            client.submit(_run_block, plan, opts, block, warmup, str(dev), on_error, ref_future, pure=False)
+        )
+    for fut in as_completed(futures):
+        yield fut.result()
+
+
+def _run_block(plan, opts, refs, warmup, device, on_error, reference):
+    return list(process_block(plan, opts, refs, warmup, device=device, on_error=on_error, reference=reference))
+
+
+def _progress(enabled: bool, total: int, name: str):
+    if enabled:
+        try:
+            from tqdm.auto import tqdm
+
+            return tqdm(total=total, desc=name, unit="ckpt")
+        except ImportError:  # pragma: no cover - tqdm is a dependency
+            pass
+
+    class _Null:
+        def update(self, n):
+            pass
+
+        def close(self):
+            pass
+
+    return _Null()
