@@ -24,7 +24,7 @@ _KIND_RULES: list[tuple[str, re.Pattern]] = [
     (kind, re.compile(pat))
     for kind, pat in [
         ("unembed", r"(^|\.)(lm_head|unembed|W_U|embed_out|output|head|classifier|fc_out_vocab)(\.weight)?$"),
-        ("embed", r"(embed|wte|wpe|embed_tokens|embed_in|word_embeddings|position_embeddings|W_E|W_pos|pos_emb|tok_emb)"),
+        ("embed", r"((^|\.|_)emb(\.|$)|embed|wte|wpe|embed_tokens|embed_in|word_embeddings|position_embeddings|W_E|W_pos|pos_emb|tok_emb)"),
         ("attn_qkv", r"(qkv|c_attn|query_key_value|in_proj_weight|Wqkv)"),
         ("attn_q", r"(^|\.|_)(q_proj|query|W_Q|wq)(\.|$)"),
         ("attn_k", r"(^|\.|_)(k_proj|key|W_K|wk)(\.|$)"),
@@ -34,6 +34,12 @@ _KIND_RULES: list[tuple[str, re.Pattern]] = [
         ("mlp_out", r"(mlp\.c_proj|fc_out|fc2|dense_4h_to_h|down_proj|output\.dense|mlp\.out|linear2|w2|W_out)"),
     ]
 ]
+
+
+KINDS = frozenset(
+    "embed unembed attn_qkv attn_q attn_k attn_v attn_out mlp_in mlp_out conv conv_transpose "
+    "lstm_ih lstm_hh linear other".split()
+)
 
 
 @dataclass(frozen=True)
@@ -95,15 +101,11 @@ def matrix_view(tensor: torch.Tensor, kind: str) -> torch.Tensor:
     return tensor.reshape(tensor.shape[0], -1)
 
 
-def describe(name: str, tensor: torch.Tensor) -> LayerInfo:
-    """LayerInfo of one state entry with ndim >= 2."""
+def describe(name: str, tensor: torch.Tensor, kind: str | None = None) -> LayerInfo:
+    """LayerInfo of one state entry with ndim >= 2 (``kind`` overrides the name-based guess)."""
     shape = tuple(int(s) for s in tensor.shape)
-    kind = layer_kind(name, shape)
-    if kind == "conv_transpose":
-        rows, cols = shape[1], shape[0] * _prod(shape[2:])
-    else:
-        rows, cols = shape[0], _prod(shape[1:])
-    return LayerInfo(name=name, kind=kind, depth=layer_depth(name), shape=shape, rows=rows, cols=cols)
+    base = LayerInfo(name=name, kind="linear", depth=layer_depth(name), shape=shape, rows=shape[0], cols=_prod(shape[1:]))
+    return with_kind(base, kind or layer_kind(name, shape))
 
 
 def _prod(xs) -> int:
@@ -111,3 +113,36 @@ def _prod(xs) -> int:
     for x in xs:
         out *= int(x)
     return out
+
+
+def kinds_from_model(model: torch.nn.Module) -> dict[str, str]:
+    """Layer kinds read from module types, for names that do not reveal them.
+
+    A state dict stores no module types, so ``1.weight`` of a ``ConvTranspose2d`` looks like a
+    conv. Pass the result as ``sedviz.compute(..., kinds=kinds_from_model(model))``.
+    """
+    table = [
+        (torch.nn.modules.conv._ConvTransposeNd, "conv_transpose"),
+        (torch.nn.modules.conv._ConvNd, "conv"),
+        (torch.nn.Embedding, "embed"),
+    ]
+    out = {}
+    for mod_name, mod in model.named_modules():
+        prefix = f"{mod_name}." if mod_name else ""
+        for cls, kind in table:
+            if isinstance(mod, cls):
+                out[prefix + "weight"] = kind
+                break
+    return out
+
+
+def with_kind(info: LayerInfo, kind: str) -> LayerInfo:
+    """The same layer with another kind (rows and cols follow the kind's matrix view)."""
+    if kind not in KINDS:
+        raise ValueError(f"layer kind {kind!r} for {info.name!r} is not one of {sorted(KINDS)}")
+    shape = info.shape
+    if kind == "conv_transpose":
+        rows, cols = shape[1], shape[0] * _prod(shape[2:])
+    else:
+        rows, cols = shape[0], _prod(shape[1:])
+    return LayerInfo(name=info.name, kind=kind, depth=info.depth, shape=shape, rows=rows, cols=cols)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import warnings
 from collections import deque
@@ -54,12 +55,14 @@ class Options:
     sketch_dim: int = 200
     sketch_seed: int = 0
     max_lag: int | str | None = "auto"
+    kinds: tuple | None = None
     exact_memory: int = 512 * 2**20
 
     def numeric(self) -> dict:
         out = asdict(self)
         out.pop("exact_memory")
         out["pairs"] = [list(p) if isinstance(p, (tuple, list)) else p.name for p in self.pairs] if self.pairs else None
+        out["kinds"] = dict(self.kinds) if self.kinds else None
         return out
 
 
@@ -101,7 +104,14 @@ def plan_run(name: str, state: dict, opts: Options, *, max_steps: int, reference
     entries = _entries(state)
     if not entries:
         raise SedvizError(f"run {name!r}: its checkpoints hold no float parameters; is this a model checkpoint?")
-    layers = [describe(n, t) for n, t in entries.items() if t.ndim >= 2]
+    kinds = dict(opts.kinds or ())
+    unknown = sorted(set(kinds) - set(entries))
+    if unknown:
+        raise SedvizError(f"kinds= names {unknown} that are not parameters of run {name!r}; its matrices are {[n for n, t in entries.items() if t.ndim >= 2][:12]}")
+    try:
+        layers = [describe(n, t, kinds.get(n)) for n, t in entries.items() if t.ndim >= 2]
+    except ValueError as exc:
+        raise SedvizError(f"kinds=: {exc}") from None
     params = sorted(
         (ParamInfo(n, int(t.numel()), layer_kind(n, tuple(t.shape))) for n, t in entries.items()), key=lambda p: p.name
     )
@@ -375,6 +385,7 @@ def compute(
     windows=(10, 20),
     max_lag="auto",
     exact_memory: int = 512 * 2**20,
+    kinds: dict | None = None,
     on_error: str = "raise",
     client=None,
     store_format: str | None = None,
@@ -397,6 +408,8 @@ def compute(
     sketch, sketch_dim, sketch_seed : per-parameter JL sketches (METHODS 7); ``sketch_dim``
         defaults to 10 x the largest of ``windows``.
     max_lag : exact update dot products up to this lag: ``"auto"``, ``"all"``, an int or None.
+    kinds : ``{name: kind}`` for layers whose kind the name does not reveal (e.g. a transposed
+        conv called ``1.weight``); :func:`sedviz.layers.kinds_from_model` reads them from a model.
     on_error : ``"raise"`` (default) or ``"skip"``: warn and leave a bad checkpoint out.
     client : a ``dask.distributed.Client`` to spread checkpoints over its workers.
 
@@ -417,6 +430,7 @@ def compute(
     opts = Options(
         dtype=str(dtype), k=k, align=align, sva=sva, pairs=tuple(tuple(p) if isinstance(p, (list, tuple)) else p for p in pairs) if pairs else None,
         n_heads=n_heads, sketch=sketch, sketch_dim=sketch_dim, sketch_seed=sketch_seed, max_lag=max_lag, exact_memory=exact_memory,
+        kinds=tuple(sorted(kinds.items())) if kinds else None,
     )
     sources = discover_runs(runs if isinstance(runs, (list, tuple)) else [runs], names=names, on_error=on_error)
     st: Store = open_store(store, store_format) if store is not None else NetCDFStore(None)
@@ -542,6 +556,8 @@ class _Writer:
         self.st, self.plan, self.run_attrs, self.every_s = st, plan, run_attrs, every_s
         self.buf: list[dict] = []
         self.last = time.monotonic()
+        # Tests set SEDVIZ_FLUSH_SECONDS=0 to commit every checkpoint (and kill between commits).
+        self.every_s = float(os.environ.get("SEDVIZ_FLUSH_SECONDS", every_s))
 
     def add(self, rec: dict) -> None:
         self.buf.append(rec)
