@@ -235,7 +235,9 @@ class Engine:
         blocks = {}
         for key in pairs_mod.operands(self.plan.pairs):
             layer, rows, cols = key
-            if rows is None and cols is None and layer in svds:
+            if layer not in svds:
+                continue  # missing here, or non-finite (already warned)
+            if rows is None and cols is None:
                 r = svds[layer]
                 blocks[key] = r
                 continue
