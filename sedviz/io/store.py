@@ -237,15 +237,24 @@ class NetCDFStore(Store):
             ds = xr.load_dataset(self.path, engine="h5netcdf")
         except Exception as exc:
             raise StoreError(f"{self.path}: not a readable netCDF store ({exc}); pass a new path or the right one") from exc
-        self._attrs = {k: v for k, v in ds.attrs.items() if not k.startswith("run_")}
-        self._info = json.loads(ds.attrs.get("run_info", "{}"))
+        self._split(ds, json.loads(ds.attrs.get("run_info", "{}")))
+
+    def _split(self, ds: xr.Dataset, info: dict[str, dict]) -> None:
+        """Per-run Datasets (own steps only) and metric frames from an assembled Dataset."""
+        self._runs, self._metrics = {}, {}
+        self._attrs = {k: v for k, v in ds.attrs.items() if k not in ("run_info", "checkpoints", "sources", "sva_reference_step")}
+        self._info = info
         metric_vars = [v for v in ds.data_vars if ds[v].dims == ("run", "step")]
         for name in ds.run.values.tolist():
-            one = ds.sel(run=name).drop_vars(["run"] + metric_vars)
+            one = ds.sel(run=name).drop_vars("run")
             have = ~np.isnan(one["sv"]).all([d for d in one["sv"].dims if d != "step"])
             one = one.isel(step=np.flatnonzero(have.values))
-            self._runs[name] = one
-            self._metrics[name] = ds[metric_vars].sel(run=name).drop_vars("run").to_dataframe()
+            self._runs[name] = one.drop_vars(metric_vars)
+            self._metrics[name] = one[metric_vars].to_dataframe()
+
+    def replace(self, ds: xr.Dataset, run_info: dict[str, dict]) -> None:
+        """Make the store hold exactly this assembled Dataset (written on ``flush``)."""
+        self._split(ds, run_info)
 
     def attrs(self) -> dict:
         self._load()
@@ -297,7 +306,8 @@ class NetCDFStore(Store):
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-", suffix=".nc")
         os.close(fd)
         try:
-            ds.to_netcdf(tmp, engine="h5netcdf")
+            enc = {v: {"zlib": True, "complevel": 4} for v in ds.data_vars if ds[v].dtype.kind == "f"}
+            ds.to_netcdf(tmp, engine="h5netcdf", encoding=enc)
             os.replace(tmp, self.path)
         finally:
             if os.path.exists(tmp):

@@ -1,0 +1,316 @@
+"""Consecutive pair detection (METHODS 3): exact pair lists for real small torch models and for
+name/shape lists of GPT-2, NeoX, Llama and the sedviz demo."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sedviz.errors import SedvizError
+from sedviz.layers import describe, is_buffer, matrix_view
+from sedviz.pairs import Block, Operand, PairSpec, block_of, consecutive_pairs, operand_dim, operands
+
+
+def layers_of(model: nn.Module):
+    return [describe(n, t) for n, t in model.state_dict().items() if t.ndim >= 2 and not is_buffer(n, t)]
+
+
+def layers_from(spec):
+    """LayerInfo from (name, shape) without allocating (meta tensors)."""
+    return [describe(n, torch.empty(s, device="meta")) for n, s in spec]
+
+
+def O(layer, side, rows=None, cols=None, take=None):
+    return Operand(layer, side, rows, cols, take)
+
+
+def P(src, dst, kind, *terms):
+    return PairSpec(src, dst, kind, tuple(terms))
+
+
+def one(src, dst, kind, src_side="left", dst_side="right", **dst_kw):
+    return P(src, dst, kind, (O(src, src_side), O(dst, dst_side, **dst_kw)))
+
+
+def test_mlp_stack_pairs_in_module_order():
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 3))
+    assert consecutive_pairs(layers_of(model)) == [
+        one("0.weight", "2.weight", "linear->linear"),
+        one("2.weight", "4.weight", "linear->linear"),
+    ]
+
+
+def test_generic_fallback_skips_mismatched_inner_dims():
+    layers = layers_from([("a.weight", (8, 4)), ("b.weight", (3, 8)), ("c.weight", (5, 5)), ("d.weight", (2, 5))])
+    assert consecutive_pairs(layers) == [one("a.weight", "b.weight", "linear->linear"), one("c.weight", "d.weight", "linear->linear")]
+
+
+class ConvNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 16, (3, 5))
+        self.deconv = nn.ConvTranspose2d(16, 4, 3)
+        self.conv3 = nn.Conv2d(4, 4, 1)
+        self.fc = nn.Linear(4, 2)
+
+
+def test_conv_pairs_take_the_centre_tap_of_the_later_kernel():
+    pairs = consecutive_pairs(layers_of(ConvNet()))
+    # conv2 view (16, 8*3*5): centre tap (1, 2) is flat index 1*5 + 2 = 7 of each 15-tap group.
+    # deconv stored (16, 4, 3, 3) -> view (4, 16*9): centre (1, 1) = index 4 of each 9-tap group.
+    assert pairs == [
+        one("conv1.weight", "conv2.weight", "conv->conv", take=(7, 120, 15)),
+        one("conv2.weight", "deconv.weight", "conv->conv_transpose", take=(4, 144, 9)),
+        one("deconv.weight", "conv3.weight", "conv_transpose->conv"),
+        one("conv3.weight", "fc.weight", "conv->linear"),
+    ]
+
+
+def test_centre_take_selects_the_centre_tap_coordinates():
+    net = ConvNet()
+    infos = {l.name: l for l in layers_of(net)}
+    for name, module, centre in (("conv2.weight", net.conv2, (1, 2)), ("deconv.weight", net.deconv, (1, 1))):
+        pair = next(p for p in consecutive_pairs(list(infos.values())) if p.dst == name)
+        take = pair.terms[0][1].take
+        w = module.weight.detach()
+        view = matrix_view(w, infos[name].kind)
+        # independent: the centre tap of the kernel, with the c_in axis of the view's layout
+        by_cin = w.transpose(0, 1) if infos[name].kind == "conv_transpose" else w
+        expected = by_cin[:, :, centre[0], centre[1]]
+        assert torch.equal(view[:, slice(*take)], expected)
+        assert operand_dim(pair.terms[0][1], infos[name]) == expected.shape[1]
+
+
+def test_flattened_conv_to_linear_has_no_pair():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+    assert consecutive_pairs(layers_of(model)) == []
+
+
+def test_torch_transformer_encoder_layers():
+    enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), 2, enable_nested_tensor=False)
+    pairs = consecutive_pairs(layers_of(enc), n_heads=2)
+    exp = []
+    for i in range(2):
+        qkv, out = f"layers.{i}.self_attn.in_proj_weight", f"layers.{i}.self_attn.out_proj.weight"
+        l1, l2 = f"layers.{i}.linear1.weight", f"layers.{i}.linear2.weight"
+        if i == 1:
+            exp.append(one("layers.0.linear2.weight", qkv, "mlp_out->attn_qkv"))
+        exp += [
+            P(qkv, qkv, "qk", (O(qkv, "left", (0, 4)), O(qkv, "left", (8, 12))), (O(qkv, "left", (4, 8)), O(qkv, "left", (12, 16)))),
+            P(qkv, out, "vo", (O(qkv, "left", (16, 24)), O(out, "right"))),
+            one(out, l1, "attn_out->mlp_in"),
+            one(l1, l2, "mlp_in->mlp_out"),
+        ]
+    assert pairs == exp
+
+
+def test_unknown_heads_warn_and_skip_qk():
+    layer = nn.TransformerEncoderLayer(8, 2, 16)
+    with pytest.warns(UserWarning, match="n_heads"):
+        pairs = consecutive_pairs(layers_of(layer))
+    assert [p.kind for p in pairs] == ["vo", "attn_out->mlp_in", "mlp_in->mlp_out"]
+    with pytest.raises(SedvizError, match="n_heads=3"):
+        consecutive_pairs(layers_of(layer), n_heads=3)
+
+
+def test_torch_transformer_decoder_restarts_chain_and_reads_cross_attention_query():
+    model = nn.Transformer(8, 2, 1, 1, 16, batch_first=True)
+    pairs = consecutive_pairs(layers_of(model), n_heads=2)
+    names = [p.name for p in pairs]
+    assert "encoder.layers.0.linear2.weight -> decoder.layers.0.self_attn.in_proj_weight" not in names
+    cross = "decoder.layers.0.multihead_attn.in_proj_weight"
+    assert one("decoder.layers.0.self_attn.out_proj.weight", cross, "attn_out->attn_qkv", rows=(0, 8)) in pairs
+
+
+def gpt2_layers(d=128, n_layer=2, vocab=100, lm_head=True):
+    spec = [("wte.weight", (vocab, d)), ("wpe.weight", (10, d))]
+    for i in range(n_layer):
+        spec += [
+            (f"h.{i}.attn.c_attn.weight", (d, 3 * d)),
+            (f"h.{i}.attn.c_proj.weight", (d, d)),
+            (f"h.{i}.mlp.c_fc.weight", (d, 4 * d)),
+            (f"h.{i}.mlp.c_proj.weight", (4 * d, d)),
+        ]
+    if lm_head:
+        spec.append(("lm_head.weight", (vocab, d)))
+    return layers_from(spec)
+
+
+def test_gpt2_conv1d_is_transposed_and_heads_are_inferred():
+    # d = 128: GPT-2 heads are 64 wide, so 2 heads. Conv1D weights are (in, out): output side = V.
+    pairs = consecutive_pairs(gpt2_layers())
+    d = 128
+    exp = [
+        P("wte.weight", "h.0.attn.c_attn.weight", "embed->attn_qkv", (O("wte.weight", "right"), O("h.0.attn.c_attn.weight", "left"))),
+        P("wpe.weight", "h.0.attn.c_attn.weight", "embed->attn_qkv", (O("wpe.weight", "right"), O("h.0.attn.c_attn.weight", "left"))),
+    ]
+    for i in range(2):
+        qkv, ao = f"h.{i}.attn.c_attn.weight", f"h.{i}.attn.c_proj.weight"
+        fc, mo = f"h.{i}.mlp.c_fc.weight", f"h.{i}.mlp.c_proj.weight"
+        if i == 1:
+            exp.append(P("h.0.mlp.c_proj.weight", qkv, "mlp_out->attn_qkv", (O("h.0.mlp.c_proj.weight", "right"), O(qkv, "left"))))
+        exp += [
+            P(qkv, qkv, "qk", (O(qkv, "right", cols=(0, 64)), O(qkv, "right", cols=(d, d + 64))),
+              (O(qkv, "right", cols=(64, 128)), O(qkv, "right", cols=(d + 64, 2 * d)))),
+            P(qkv, ao, "vo", (O(qkv, "right", cols=(2 * d, 3 * d)), O(ao, "left"))),
+            P(ao, fc, "attn_out->mlp_in", (O(ao, "right"), O(fc, "left"))),
+            P(fc, mo, "mlp_in->mlp_out", (O(fc, "right"), O(mo, "left"))),
+        ]
+    exp.append(P("h.1.mlp.c_proj.weight", "lm_head.weight", "mlp_out->unembed", (O("h.1.mlp.c_proj.weight", "right"), O("lm_head.weight", "right"))))
+    assert pairs == exp
+
+
+def test_gpt2_tied_head_pairs_with_wte():
+    pairs = consecutive_pairs(gpt2_layers(lm_head=False))
+    assert pairs[-1] == P("h.1.mlp.c_proj.weight", "wte.weight", "mlp_out->unembed", (O("h.1.mlp.c_proj.weight", "right"), O("wte.weight", "right")))
+
+
+def test_neox_interleaved_heads():
+    d = 16
+    pre = "gpt_neox.layers.0."
+    layers = layers_from([
+        ("gpt_neox.embed_in.weight", (50, d)),
+        (pre + "attention.query_key_value.weight", (3 * d, d)),
+        (pre + "attention.dense.weight", (d, d)),
+        (pre + "mlp.dense_h_to_4h.weight", (4 * d, d)),
+        (pre + "mlp.dense_4h_to_h.weight", (d, 4 * d)),
+        ("embed_out.weight", (50, d)),
+    ])
+    qkv, dense = pre + "attention.query_key_value.weight", pre + "attention.dense.weight"
+    up, down = pre + "mlp.dense_h_to_4h.weight", pre + "mlp.dense_4h_to_h.weight"
+    # rows (head, [q, k, v], d_head=8): head 0 q 0:8 k 8:16 v 16:24, head 1 q 24:32 k 32:40 v 40:48
+    assert consecutive_pairs(layers, n_heads=2) == [
+        one("gpt_neox.embed_in.weight", qkv, "embed->attn_qkv", src_side="right"),
+        P(qkv, qkv, "qk", (O(qkv, "left", (0, 8)), O(qkv, "left", (8, 16))), (O(qkv, "left", (24, 32)), O(qkv, "left", (32, 40)))),
+        P(qkv, dense, "vo", (O(qkv, "left", (16, 24)), O(dense, "right", cols=(0, 8))), (O(qkv, "left", (40, 48)), O(dense, "right", cols=(8, 16)))),
+        one(dense, up, "attn_out->mlp_in"),
+        one(up, down, "mlp_in->mlp_out"),
+        one(down, "embed_out.weight", "mlp_out->unembed"),
+    ]
+
+
+def test_llama_separate_projections_with_grouped_query_attention():
+    d, pre = 64, "model.layers.0."
+    layers = layers_from([
+        ("model.embed_tokens.weight", (100, d)),
+        (pre + "self_attn.q_proj.weight", (d, d)),
+        (pre + "self_attn.k_proj.weight", (32, d)),  # 2 key/value heads of 16 for 4 query heads
+        (pre + "self_attn.v_proj.weight", (32, d)),
+        (pre + "self_attn.o_proj.weight", (d, d)),
+        (pre + "mlp.gate_proj.weight", (128, d)),
+        (pre + "mlp.up_proj.weight", (128, d)),
+        (pre + "mlp.down_proj.weight", (d, 128)),
+        ("lm_head.weight", (100, d)),
+    ])
+    q, k, v, o = (pre + f"self_attn.{x}_proj.weight" for x in "qkvo")
+    g, u, dn = (pre + f"mlp.{x}_proj.weight" for x in ("gate", "up", "down"))
+    emb = "model.embed_tokens.weight"
+    blocks = [(0, 16), (16, 32), (32, 48), (48, 64)]
+    kv = [(0, 16), (0, 16), (16, 32), (16, 32)]
+    assert consecutive_pairs(layers, n_heads=4) == [
+        one(emb, q, "embed->attn_q", src_side="right"),
+        one(emb, k, "embed->attn_k", src_side="right"),
+        one(emb, v, "embed->attn_v", src_side="right"),
+        P(q, k, "qk", *[(O(q, "left", b), O(k, "left", c)) for b, c in zip(blocks, kv)]),
+        P(v, o, "vo", *[(O(v, "left", c), O(o, "right", cols=b)) for b, c in zip(blocks, kv)]),
+        one(o, g, "attn_out->mlp_in"),
+        one(o, u, "attn_out->mlp_in"),
+        one(g, dn, "mlp_in->mlp_out"),
+        one(u, dn, "mlp_in->mlp_out"),
+        one(dn, "lm_head.weight", "mlp_out->unembed"),
+    ]
+
+
+DEMO_NAMES = [
+    ("tok_embed.weight", (60, 64)),
+    ("pos_embed.weight", (3, 64)),
+    ("blocks.0.attn.qkv.weight", (192, 64)),
+    ("blocks.0.attn.out_proj.weight", (64, 64)),
+    ("blocks.0.mlp.fc_in.weight", (256, 64)),
+    ("blocks.0.mlp.fc_out.weight", (64, 256)),
+    ("unembed.weight", (59, 64)),
+]
+
+
+def demo_expected(n_heads):
+    qkv, out, fi, fo = (n for n, _ in DEMO_NAMES[2:6])
+    dh = 64 // n_heads
+    return [
+        one("tok_embed.weight", qkv, "embed->attn_qkv", src_side="right"),
+        one("pos_embed.weight", qkv, "embed->attn_qkv", src_side="right"),
+        P(qkv, qkv, "qk", *[(O(qkv, "left", (h * dh, (h + 1) * dh)), O(qkv, "left", (64 + h * dh, 64 + (h + 1) * dh))) for h in range(n_heads)]),
+        P(qkv, out, "vo", (O(qkv, "left", (128, 192)), O(out, "right"))),
+        one(out, fi, "attn_out->mlp_in"),
+        one(fi, fo, "mlp_in->mlp_out"),
+        one(fo, "unembed.weight", "mlp_out->unembed"),
+    ]
+
+
+def test_demo_names_heads_from_the_demo_config():
+    from sedviz import demo
+
+    assert demo.CONFIG["d_model"] == 64
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert consecutive_pairs(layers_from(DEMO_NAMES)) == demo_expected(demo.CONFIG["n_heads"])
+    assert consecutive_pairs(layers_from(DEMO_NAMES), n_heads=2) == demo_expected(2)
+
+
+def test_demo_model_state_dict():
+    from sedviz.demo import CONFIG, make_model
+
+    assert consecutive_pairs(layers_of(make_model())) == demo_expected(CONFIG["n_heads"])
+
+
+class Recurrent(nn.Module):
+    def __init__(self, bidirectional=False):
+        super().__init__()
+        self.embed = nn.Embedding(10, 5)
+        self.lstm = nn.LSTM(5, 4, num_layers=2, bidirectional=bidirectional)
+        self.head = nn.Linear(8 if bidirectional else 4, 3)
+
+
+def test_lstm_gate_blocks():
+    g = (8, 12)  # candidate gate g of (i, f, g, o), hidden 4
+    assert consecutive_pairs(layers_of(Recurrent())) == [
+        one("embed.weight", "lstm.weight_ih_l0", "embed->lstm_ih", src_side="right"),
+        P("lstm.weight_ih_l0", "lstm.weight_hh_l0", "lstm_ih->lstm_hh", (O("lstm.weight_ih_l0", "left", g), O("lstm.weight_hh_l0", "right"))),
+        P("lstm.weight_hh_l0", "lstm.weight_ih_l1", "lstm_hh->lstm_ih", (O("lstm.weight_hh_l0", "left", g), O("lstm.weight_ih_l1", "right"))),
+        P("lstm.weight_ih_l1", "lstm.weight_hh_l1", "lstm_ih->lstm_hh", (O("lstm.weight_ih_l1", "left", g), O("lstm.weight_hh_l1", "right"))),
+        P("lstm.weight_hh_l1", "head.weight", "lstm_hh->unembed", (O("lstm.weight_hh_l1", "left", g), O("head.weight", "right"))),
+    ]
+
+
+def test_bidirectional_lstm_feeds_column_halves():
+    pairs = {p.name: p for p in consecutive_pairs(layers_of(Recurrent(bidirectional=True)))}
+    assert len(pairs) == 12
+    t = pairs["lstm.weight_hh_l0_reverse -> lstm.weight_ih_l1"].terms
+    assert t == ((O("lstm.weight_hh_l0_reverse", "left", (8, 12)), O("lstm.weight_ih_l1", "right", cols=(4, 8))),)
+    assert pairs["lstm.weight_hh_l1 -> head.weight"].terms[0][1] == O("head.weight", "right", cols=(0, 4))
+
+
+def test_explicit_pairs_override_detection():
+    layers = layers_of(nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 6), nn.Linear(6, 8)))
+    spec = P("0.weight", "0.weight", "custom", (O("0.weight", "left"), O("0.weight", "left")))
+    assert consecutive_pairs(layers, explicit=[("0.weight", "1.weight"), spec]) == [one("0.weight", "1.weight", "linear->linear"), spec]
+    with pytest.raises(SedvizError, match=r"explicit.*length 8 .*and 6 "):
+        consecutive_pairs(layers, explicit=[("0.weight", "2.weight")])
+    with pytest.raises(SedvizError, match="nope"):
+        consecutive_pairs(layers, explicit=[("0.weight", "nope")])
+
+
+def test_operands_are_distinct_blocks_in_first_use_order():
+    pairs = consecutive_pairs(layers_from(DEMO_NAMES), n_heads=2)
+    qkv = "blocks.0.attn.qkv.weight"
+    assert operands(pairs) == [
+        Block("tok_embed.weight"), Block(qkv), Block("pos_embed.weight"),
+        Block(qkv, (0, 32)), Block(qkv, (64, 96)), Block(qkv, (32, 64)), Block(qkv, (96, 128)), Block(qkv, (128, 192)),
+        Block("blocks.0.attn.out_proj.weight"), Block("blocks.0.mlp.fc_in.weight"), Block("blocks.0.mlp.fc_out.weight"),
+        Block("unembed.weight"),
+    ]
+    assert operands(pairs)[3] == (qkv, (0, 32), None)  # plain tuples work as dict keys too
+    m = np.arange(12.0).reshape(3, 4)
+    np.testing.assert_array_equal(block_of(m, ("x", (1, 3), (0, 2))), m[1:3, 0:2])
