@@ -150,8 +150,8 @@ class _Geometry:
         self.family = _family(layers)
         self.transposed: set[str] = set()
         if self.family == "gpt2":
-            c_attn = next(l for l in layers if _GPT2_CONV1D_RE.search(l.name) and l.kind == "attn_qkv")
-            if c_attn.cols == 3 * c_attn.rows:  # stored (in, out): Conv1D
+            c_attn = next((l for l in layers if _GPT2_CONV1D_RE.search(l.name) and "c_attn" in l.name), None)
+            if c_attn is not None and c_attn.cols == 3 * c_attn.rows:  # stored (in, out): Conv1D
                 self.transposed = {l.name for l in layers if _GPT2_CONV1D_RE.search(l.name) and len(l.shape) == 2}
 
     def out_dim(self, info: LayerInfo) -> int:
@@ -287,7 +287,7 @@ def _stack(info: LayerInfo) -> str | None:
     if info.depth < 0:
         return None
     m = re.search(rf"(^|\.){info.depth}\.", info.name)
-    return info.name[: m.start()] if m else ""
+    return info.name[: m.start()] if m else None  # a depth from elsewhere (LSTM layer index) is no block
 
 
 class _Detector:

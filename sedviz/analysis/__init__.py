@@ -1,27 +1,23 @@
 """Analyses: pure functions on the sedviz Dataset, each returning labelled results.
 
 Weight spectra (Yunis et al. 2024): :func:`prune_curves`, :func:`masks`, :func:`lmc`, :func:`perturb`
-(``align`` and ``sva`` themselves come out of :func:`sedviz.compute`).
-Trajectory (Xu 2026): :func:`edge`, :func:`phases`, :func:`lag_flip`, :func:`early_warning`, :func:`drift`.
+(``align`` and ``sva`` themselves come out of :func:`sedviz.compute`; the math is in
+:mod:`sedviz.analysis.alignment`).
+Trajectory (Xu 2026): :func:`edge`, :func:`phases`, :func:`lag_flip`, :func:`granger`,
+:func:`early_warning`, :func:`drift`.
 """
-import importlib
+# Eager imports: several modules share their function's name (edge, drift, lmc), and a lazy
+# lookup would hand back the module once anything had imported it.
+from .alignment import agreement_diag, agreement_matrix, alignment_diag, alignment_matrix, pair_diag, score
+from .coupling import granger, lag_flip
+from .drift import drift
+from .edge import edge, phases
+from .lmc import barrier, interpolate, lmc, perturb
+from .pruning import magnitude_masks, masks, prune_curves, svd_prune
+from .warning import early_warning
 
-_EXPORTS = {
-    "edge": "edge", "phases": "edge",
-    "lag_flip": "coupling", "granger": "coupling",
-    "early_warning": "warning",
-    "drift": "drift",
-    "prune_curves": "pruning", "masks": "pruning",
-    "lmc": "lmc", "perturb": "lmc",
-    "alignment_diag": "alignment", "agreement_diag": "alignment",
-}
-
-
-def __getattr__(name):
-    # Lazy so that `sedviz.compute` does not import scipy/pandas-heavy analysis modules.
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'sedviz.analysis' has no attribute {name!r}")
-
-
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "agreement_diag", "agreement_matrix", "alignment_diag", "alignment_matrix", "barrier", "drift",
+    "early_warning", "edge", "granger", "interpolate", "lag_flip", "lmc", "magnitude_masks", "masks",
+    "pair_diag", "perturb", "phases", "prune_curves", "score", "svd_prune",
+]
