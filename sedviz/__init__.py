@@ -11,6 +11,7 @@ The Dataset's schema is in docs/schema.md; analyses live in :mod:`sedviz.analysi
 from ._version import __version__
 from .errors import CheckpointError, SedvizError, StoreError
 from .pipeline import compute
+from . import accessor as _accessor  # registers ds.sed
 from .io.store import open_store as _open_store
 from .data import load_demo, demo_checkpoints
 

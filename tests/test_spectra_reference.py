@@ -71,7 +71,7 @@ def test_sv_and_eff_rank_match_numpy_float64(tmp_path, kind):
     model = MODELS[kind]()
     states = _write_run(tmp_path / kind, model)
     kinds = kinds_from_model(model)
-    ds = sedviz.compute(tmp_path / kind, kinds=kinds, progress=False, align=False, sva=False, sketch=False)
+    ds = sedviz.compute(tmp_path / kind, kinds=kinds, n_heads=4, progress=False, align=False, sva=False, sketch=False)
     checked = 0
     for i, sd in enumerate(states):
         for name, t in sd.items():
@@ -105,7 +105,7 @@ def test_float64_matches_to_1e10(tmp_path):
 def test_layer_kinds_and_coords(tmp_path):
     model = Block()
     _write_run(tmp_path / "t", model, n=1)
-    ds = sedviz.compute(tmp_path / "t", progress=False, sketch=False)
+    ds = sedviz.compute(tmp_path / "t", progress=False, sketch=False, n_heads=4)
     kinds = dict(zip(ds.layer.values.tolist(), ds.layer_kind.values.tolist()))
     assert kinds["emb.weight"] == "embed"
     assert kinds["attn.in_proj_weight"] == "attn_qkv"
