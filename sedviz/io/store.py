@@ -53,7 +53,15 @@ def _atomic_write_text(path: Path, text: str) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
+    _public_mode(tmp)
     os.replace(tmp, path)
+
+
+def _public_mode(path) -> None:
+    """mkstemp creates files readable by the owner only; give them the usual umask mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def _run_key(name: str) -> str:
@@ -308,6 +316,7 @@ class NetCDFStore(Store):
         try:
             enc = {v: {"zlib": True, "complevel": 4} for v in ds.data_vars if ds[v].dtype.kind == "f"}
             ds.to_netcdf(tmp, engine="h5netcdf", encoding=enc)
+            _public_mode(tmp)
             os.replace(tmp, self.path)
         finally:
             if os.path.exists(tmp):
