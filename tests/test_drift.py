@@ -7,19 +7,11 @@ import pytest
 
 from sedviz.analysis.drift import drift
 from sedviz.errors import SedvizError
-from test_edge import make_dataset, random_walk
+from test_edge import make_dataset, random_walk, split_rows
 
 
 def _ckpts(theta, shapes):
-    out = []
-    for row in theta:
-        ck, o = {}, 0
-        for name, s in shapes.items():
-            k = int(np.prod(s))
-            ck[name] = row[o : o + k].reshape(s)
-            o += k
-        out.append(ck)
-    return out
+    return split_rows(theta, shapes)
 
 
 def test_known_backbone_share():

@@ -83,6 +83,19 @@ def make_dataset(runs, steps=None, *, max_lag=None, sketch_dim=None, sketch="gau
     return xr.Dataset(data, coords=coords)
 
 
+def split_rows(theta, shapes):
+    """Rows of a (checkpoints, P) parameter matrix as checkpoint dicts of named arrays."""
+    out = []
+    for row in theta:
+        ck, o = {}, 0
+        for name, s in shapes.items():
+            k = int(np.prod(s))
+            ck[name] = row[o : o + k].reshape(s)
+            o += k
+        out.append(ck)
+    return out
+
+
 def random_walk(n_ckpt, shapes, *, scale=1.0, seed=0, basis=None, coef=None, noise=0.0):
     """Checkpoints theta_0..theta_{n-1}; updates = coef @ basis + noise (or Gaussian when no basis)."""
     rng = np.random.default_rng(seed)
@@ -92,15 +105,7 @@ def random_walk(n_ckpt, shapes, *, scale=1.0, seed=0, basis=None, coef=None, noi
     else:
         upd = coef @ basis + noise * rng.normal(size=(n_ckpt - 1, P))
     theta = np.vstack([rng.normal(size=P), upd]).cumsum(axis=0)
-    out = []
-    for row in theta:
-        ck, o = {}, 0
-        for name, s in shapes.items():
-            k = int(np.prod(s))
-            ck[name] = row[o : o + k].reshape(s)
-            o += k
-        out.append(ck)
-    return out, upd
+    return split_rows(theta, shapes), upd
 
 
 def stacked_updates(ckpts, names=None):

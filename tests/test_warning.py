@@ -7,7 +7,7 @@ import pytest
 
 from sedviz.analysis.warning import early_warning, grok_step, trailing_slope
 from sedviz.errors import SedvizError
-from test_edge import make_dataset
+from test_edge import make_dataset, split_rows
 
 SHAPES = {"blocks.0.attn.qkv.weight": (12, 8), "blocks.0.attn.out_proj.weight": (8, 8), "blocks.0.mlp.fc_in.weight": (8, 8)}
 KINDS = {"blocks.0.attn.qkv.weight": "attn_qkv", "blocks.0.attn.out_proj.weight": "attn_out",
@@ -39,14 +39,7 @@ def synthetic_run(grok: bool, seed: int, spike_at: int | None = None):
     if spike_at is not None:
         upd[spike_at : spike_at + 2] = 6 * np.linalg.norm(upd[spike_at]) * rng.normal(size=(2, P)) / np.sqrt(P)
     theta = np.vstack([rng.normal(size=P), upd]).cumsum(axis=0)
-    ckpts = []
-    for row in theta:
-        ck, o = {}, 0
-        for name, s in SHAPES.items():
-            k = int(np.prod(s))
-            ck[name] = row[o : o + k].reshape(s)
-            o += k
-        ckpts.append(ck)
+    ckpts = split_rows(theta, SHAPES)
     acc = np.full(N_CKPT, 0.02) + 0.01 * rng.random(N_CKPT)
     if grok:
         acc[GROK_CKPT:] = np.linspace(0.95, 1.0, N_CKPT - GROK_CKPT)
