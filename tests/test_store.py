@@ -117,3 +117,12 @@ def test_uncommitted_rows_are_ignored_and_truncated(tmp_path):
     assert sedviz.open(store).sizes["step"] == 3
     ds = sedviz.compute(tmp_path / "a", store, progress=False, sva=False)
     assert_same(ds, sedviz.compute(tmp_path / "a", progress=False, sva=False), rtol=1e-6)
+
+
+def test_runs_keep_the_order_they_were_given_in(tmp_path):
+    write_mlp_run(tmp_path / "zeta", n=2)
+    write_mlp_run(tmp_path / "alpha", n=2, seed=1)
+    for store in ("s.zarr", "s.nc"):
+        ds = sedviz.compute([tmp_path / "zeta", tmp_path / "alpha"], tmp_path / store, progress=False)
+        assert ds.run.values.tolist() == ["zeta", "alpha"]
+        assert sedviz.open(tmp_path / store).run.values.tolist() == ["zeta", "alpha"]

@@ -145,8 +145,9 @@ class ZarrStore(Store):
     def runs(self) -> dict[str, dict]:
         out = {}
         folder = self.path / "sedviz_commits"
-        for f in sorted(folder.glob("*.json")) if folder.exists() else []:
-            info = json.loads(f.read_text())
+        infos = [json.loads(f.read_text()) for f in folder.glob("*.json")] if folder.exists() else []
+        # runs keep the order they were first given in
+        for info in sorted(infos, key=lambda i: (i.get("order", 0), i["name"])):
             out[info["name"]] = info
         return out
 
@@ -175,7 +176,7 @@ class ZarrStore(Store):
         return ds.to_dataframe()
 
     def append(self, name: str, records: xr.Dataset, run_attrs: dict) -> None:
-        info = self._commit(name) or {"name": name, "n": 0, "checkpoints": {}}
+        info = self._commit(name) or {"name": name, "n": 0, "checkpoints": {}, "order": len(self.runs())}
         group = f"runs/{_run_key(name)}"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
