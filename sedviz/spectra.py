@@ -1,8 +1,18 @@
-"""Batched singular value decompositions on a device, and the per-matrix measures built on them.
+"""Singular value decompositions on a device, and the per-matrix measures built on them.
 
-Matrices of the same shape are stacked and decomposed in one call (LAPACK/cuSOLVER batch);
-wide matrices are transposed to tall first, which LAPACK's gesdd handles several times faster
-and which leaves singular values unchanged (left and right vectors swap back afterwards).
+- Wide matrices are transposed to tall first (a view, no copy), which LAPACK's gesdd handles
+  several times faster and which leaves singular values unchanged (left and right vectors swap
+  back afterwards).
+- Values only: ``torch.linalg.svdvals``. With vectors, only the top-k are kept; for a clearly
+  tall matrix (rows >= 1.25 cols, cols >= 192) they come from the QR route LAPACK itself takes
+  for tall matrices, without forming the rows x cols factors no one reads: Householder QR
+  (``geqrf``), the SVD of the small triangle R = U_R S V^T, then U_k = Q U_R[:, :k] applied with
+  the reflectors (``ormqr``). Same backward-stable algorithm and accuracy as a thin SVD, 1.5-2x
+  less work (a 50257 x 768 embedding: 1.5 s instead of 3.2 s on one core), and a k-column U
+  instead of a 50257 x 768 one in memory.
+- On a CPU, matrices are decomposed one at a time: LAPACK has no batched SVD, so stacking only
+  adds a copy (measured 5-50% slower, and a batch's worth of memory). On CUDA, matrices of the
+  same shape are stacked into one batched call (cuSOLVER), at most ``_BATCH_BYTES`` at once.
 """
 from __future__ import annotations
 
@@ -51,15 +61,18 @@ class SVD:
 
 
 def decompose(mats: list[torch.Tensor], *, k: int | None = None) -> list[SVD]:
-    """Decompose each matrix once; stack matrices of the same shape into one batched call.
+    """Decompose each matrix once (see the module docstring for how).
 
     ``k=None`` computes singular values only (``svdvals``); an integer also keeps the top-k
-    left and right singular vectors from one thin SVD.
+    left and right singular vectors.
     """
     out: list[SVD | None] = [None] * len(mats)
     groups: dict[tuple, list[int]] = {}
     for i, m in enumerate(mats):
-        groups.setdefault((tuple(m.shape), m.dtype, m.device), []).append(i)
+        if m.device.type == "cpu":
+            out[i] = _decompose_one(m, k)
+        else:
+            groups.setdefault((tuple(m.shape), m.dtype, m.device), []).append(i)
     for (shape, dtype, _), idx in groups.items():
         per = math.prod(shape) * torch.finfo(dtype).bits // 8
         chunk = max(1, _BATCH_BYTES // max(per, 1))
@@ -70,7 +83,45 @@ def decompose(mats: list[torch.Tensor], *, k: int | None = None) -> list[SVD]:
     return out  # type: ignore[return-value]
 
 
+# The QR route for vectors pays off from about this aspect ratio and width (measured on one core:
+# 1024 x 768 1.29 s vs 1.58 s per 10; 900 x 768 and 768 x 64 are a wash or slightly slower).
+_QR_RATIO = 1.25
+_QR_MIN_COLS = 192
+
+
+def _decompose_one(m: torch.Tensor, k: int | None) -> SVD:
+    rows, cols = m.shape
+    wide = cols > rows
+    a = m.mT if wide else m  # tall view; for a row-major wide matrix this is LAPACK's column-major layout
+    if k is None:
+        return SVD(S=torch.linalg.svdvals(a))
+    tall_rows, n = a.shape
+    kk = min(k, n)
+    if tall_rows >= _QR_RATIO * n and n >= _QR_MIN_COLS:
+        left, S, right = _top_k_qr(a, kk)
+    else:
+        U, S, Vh = torch.linalg.svd(a, full_matrices=False)
+        left, right = U[:, :kk].contiguous(), Vh[:kk].mT.contiguous()
+    if wide:
+        left, right = right, left
+    return SVD(S=S, U=left, V=right)
+
+
+def _top_k_qr(a: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-k singular triplets of a tall matrix through its QR factorization (LAPACK's own route
+    for tall matrices): A = QR, R = U_R S V^T, so A = (Q U_R) S V^T; U_k = Q U_R[:, :k] is formed
+    by applying the Householder reflectors to a k-column matrix. Returns (U_k, S, V_k)."""
+    m, n = a.shape
+    qr, tau = torch.geqrf(a)
+    Ur, S, Vh = torch.linalg.svd(qr[:n].triu(), full_matrices=False)
+    C = a.new_zeros(m, k)
+    C[:n] = Ur[:, :k]
+    U = torch.ormqr(qr, tau, C)
+    return U, S, Vh[:k].mT.contiguous()
+
+
 def _decompose_same_shape(mats: list[torch.Tensor], k: int | None) -> list[SVD]:
+    """One batched call for matrices of the same shape (the CUDA path)."""
     rows, cols = mats[0].shape
     wide = cols > rows
     if len(mats) == 1:

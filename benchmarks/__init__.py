@@ -1,0 +1,1 @@
+"""sedviz benchmarks: `python -m benchmarks.run` (see README.md)."""
