@@ -98,6 +98,7 @@ def test_killed_compute_resumes_to_identical_results(tmp_path):
     assert 5 <= n_done < 40, "the kill should land mid-run"
     partial = sedviz.open(store)  # a killed store opens, with what was committed
     assert partial.sizes["step"] == n_done
+    assert len(json.loads(commit.read_text())["checkpoints"]) == n_done  # every commit is remembered
     resumed = sedviz.compute(tmp_path / "a", store, progress=False)
     fresh = sedviz.compute(tmp_path / "a", tmp_path / "fresh.zarr", progress=False)
     assert resumed.sizes["step"] == 40

@@ -188,8 +188,9 @@ class ZarrStore(Store):
             else:
                 self._truncate(group, info["n"])
                 records.to_zarr(str(self.path), group=group, append_dim="step", consolidated=False)
+        merged = {**info.get("checkpoints", {}), **run_attrs.get("checkpoints", {})}
         info.update(run_attrs)
-        info["checkpoints"] = {**info.get("checkpoints", {}), **run_attrs.get("checkpoints", {})}
+        info["checkpoints"] = merged
         info["n"] = info["n"] + records.sizes["step"]
         _atomic_write_text(self._commit_path(name), json.dumps(info))
 
