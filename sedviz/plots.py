@@ -261,19 +261,23 @@ def plot_eff_rank(ds: xr.Dataset, run=None, *, layers=None, steps=None, layout: 
     return _per_run_heatmaps(ds, "eff_rank", "layer", run, layers, steps, "plot_eff_rank", "layers", layout=layout)
 
 
+def _diagonal_heatmap(ds, var, dim, run, key, ranks, steps, f):
+    """rank x step heat map of a diagonal variable (``align`` on a pair, ``sva`` on a layer)."""
+    _require(ds, [var], f)
+    run, key = _choose(ds, "run", run, f), _choose(ds, dim, key, f)
+    da = _select_steps(ds[var].sel({"run": run, dim: key}), steps, f).dropna("step", how="all")
+    da = _select_ranks(da, ranks, f).dropna("rank", how="all")
+    _nonempty(da, f, f"run={run!r}, {dim}={key!r}")
+    return _heatmap(da, var, "rank", _title(var, run=run, **{dim: key}), clim=(0, 1))
+
+
 def plot_align(ds: xr.Dataset, run, pair, *, ranks=slice(0, 100), steps=None) -> hv.HeatMap:
     """Diagonal of the alignment matrix ``align`` (METHODS 3, [Y] Eqn 3-4) of one pair, rank x step.
 
     hv.HeatMap with key dims (step, rank), value dim ``align`` in [0, 1], rank 0 on top.
     ``ranks`` defaults to the top 100 as in [Y]'s figures.
     """
-    f = "plot_align"
-    _require(ds, ["align"], f)
-    run, pair = _choose(ds, "run", run, f), _choose(ds, "pair", pair, f)
-    da = _select_steps(ds["align"].sel(run=run, pair=pair), steps, f).dropna("step", how="all")
-    da = _select_ranks(da, ranks, f).dropna("rank", how="all")
-    _nonempty(da, f, f"run={run!r}, pair={pair!r}")
-    return _heatmap(da, "align", "rank", _title("align", run=run, pair=pair), clim=(0, 1))
+    return _diagonal_heatmap(ds, "align", "pair", run, pair, ranks, steps, "plot_align")
 
 
 def plot_align_score(ds: xr.Dataset, run=None, *, pairs=None, steps=None, layout: bool = False):
@@ -290,13 +294,7 @@ def plot_sva(ds: xr.Dataset, run, layer, *, ranks=slice(0, 100), steps=None) -> 
 
     hv.HeatMap with key dims (step, rank), value dim ``sva`` in [0, 1], rank 0 on top.
     """
-    f = "plot_sva"
-    _require(ds, ["sva"], f)
-    run, layer = _choose(ds, "run", run, f), _choose(ds, "layer", layer, f)
-    da = _select_steps(ds["sva"].sel(run=run, layer=layer), steps, f).dropna("step", how="all")
-    da = _select_ranks(da, ranks, f).dropna("rank", how="all")
-    _nonempty(da, f, f"run={run!r}, layer={layer!r}")
-    return _heatmap(da, "sva", "rank", _title("sva", run=run, layer=layer), clim=(0, 1))
+    return _diagonal_heatmap(ds, "sva", "layer", run, layer, ranks, steps, "plot_sva")
 
 
 def plot_sva_score(ds: xr.Dataset, run=None, *, layers=None, steps=None, layout: bool = False):
