@@ -1,6 +1,6 @@
 """sedviz performance benchmark: one command, one process, one table of ratios measured in the same run.
 
-    .venv/bin/python -m benchmarks.run            # GPT-2 small shapes (124M parameters), ~20 min on 2 cores
+    .venv/bin/python -m benchmarks.run            # GPT-2 small shapes (124M parameters), 12-25 min on 2 cores
     .venv/bin/python -m benchmarks.run --quick    # d=128, 2 blocks: a smoke test (~30 s), no targets asserted
 
 See benchmarks/README.md for what each row measures, the options, and how to read the table.
