@@ -59,6 +59,17 @@ def resolve_callable(obj, param: str):
     return fn
 
 
+def build_model(model_factory, evaluate, device) -> tuple[nn.Module, object]:
+    """The factory's model on ``device`` and the evaluation callable, both resolved from
+    callables or "package.module:function" strings, with a clear error for a non-Module."""
+    factory = resolve_callable(model_factory, "model_factory")
+    evaluate = resolve_callable(evaluate, "evaluate")
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise SedvizError(f"model_factory returned {type(model).__name__}, not a torch.nn.Module; it must build the model (untrained is fine)")
+    return model.to(device), evaluate
+
+
 def checkpoints(ds) -> dict[str, dict[int, str]]:
     """``ds.attrs["checkpoints"]`` (JSON ``{run: {step: path}}``) as ``{run: {int step: path}}``, steps sorted."""
     raw = ds.attrs.get("checkpoints") if hasattr(ds, "attrs") else None

@@ -89,12 +89,7 @@ def lmc(a, b, model_factory, evaluate, *, n_alphas: int = 11, k: int = 100, devi
         raise SedvizError(f"k={k!r}: the number of singular vectors compared must be a positive integer")
     state_a, label_a = _endpoint(a, "a")
     state_b, label_b = _endpoint(b, "b")
-    factory = M.resolve_callable(model_factory, "model_factory")
-    evaluate = M.resolve_callable(evaluate, "evaluate")
-    model = factory()
-    if not isinstance(model, nn.Module):
-        raise SedvizError(f"model_factory returned {type(model).__name__}, not a torch.nn.Module")
-    model.to(device)
+    model, evaluate = M.build_model(model_factory, evaluate, device)
 
     alphas = np.linspace(0.0, 1.0, int(n_alphas))
     loss, acc = np.full(len(alphas), np.nan), np.full(len(alphas), np.nan)

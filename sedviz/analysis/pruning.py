@@ -54,17 +54,16 @@ def svd_prune(tensor: torch.Tensor, kind: str, fraction: float, keep: str = "top
     return M.from_matrix(rebuilt, tuple(tensor.shape), kind).to(dtype=tensor.dtype, device=tensor.device)
 
 
-def _setup(model_factory, evaluate, device):
-    factory = M.resolve_callable(model_factory, "model_factory")
-    evaluate = M.resolve_callable(evaluate, "evaluate")
-    model = factory()
-    if not isinstance(model, nn.Module):
-        raise SedvizError(f"model_factory returned {type(model).__name__}, not a torch.nn.Module; it must build the model (untrained is fine)")
-    model.to(device)
+def _prepare(ds, runs, steps, model_factory, evaluate, device, data_loader):
+    """What prune_curves and masks share: the chosen checkpoints, the model and evaluation, its
+    matrices split into those to prune and the last one (left alone, METHODS 5), BatchNorm."""
+    table = M.checkpoints(ds)
+    sel = M.select_steps(table, runs, steps)
+    model, evaluate = M.build_model(model_factory, evaluate, device)
     mats = M.model_matrices(model)
     if len(mats) < 2:
         raise SedvizError("model_factory: the model has fewer than two matrices; pruning leaves the last one alone and needs another")
-    return model, evaluate, mats
+    return table, sel, model, evaluate, mats[:-1], mats[-1][0], _bn_check(model, data_loader)
 
 
 def _bn_check(model, data_loader) -> bool:
@@ -128,11 +127,7 @@ def prune_curves(
     for f in fractions:
         if not 0 < f <= 1:
             raise SedvizError(f"fractions={fractions!r}: each kept fraction must be in (0, 1]")
-    table = M.checkpoints(ds)
-    sel = M.select_steps(table, runs, steps)
-    model, evaluate, mats = _setup(model_factory, evaluate, device)
-    pruned, last = mats[:-1], mats[-1][0]
-    bn = _bn_check(model, data_loader)
+    table, sel, model, evaluate, pruned, last, bn = _prepare(ds, runs, steps, model_factory, evaluate, device, data_loader)
 
     run_names, step_grid = _grid(sel)
     keeps = ("full",) + keep
@@ -231,11 +226,7 @@ def masks(
         raise SedvizError(f"k={k!r}: the number of singular vectors compared must be a positive integer")
     if not 0 <= density <= 1:
         raise SedvizError(f"density={density!r}: the kept fraction of weights must be in [0, 1]")
-    table = M.checkpoints(ds)
-    sel = M.select_steps(table, runs, steps)
-    model, evaluate, mats = _setup(model_factory, evaluate, device)
-    masked, last = mats[:-1], mats[-1][0]
-    bn = _bn_check(model, data_loader)
+    table, sel, model, evaluate, masked, last, bn = _prepare(ds, runs, steps, model_factory, evaluate, device, data_loader)
     ranks = [min(matrix_view(p, kind).shape) for _, p, kind in masked]
     K = min(int(k), max(ranks))
 
