@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import xarray as xr
-from torch import nn
 
 from sedviz.errors import SedvizError
 from sedviz.layers import is_buffer, matrix_view
