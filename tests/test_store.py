@@ -12,6 +12,7 @@ import xarray as xr
 
 import sedviz
 from sedviz.errors import StoreError
+from sedviz.io.store import run_key
 from helpers import assert_same, write_mlp_run
 
 
@@ -86,7 +87,7 @@ def test_killed_compute_resumes_to_identical_results(tmp_path):
     env = {**os.environ, "SEDVIZ_FLUSH_SECONDS": "0"}
     cmd = [sys.executable, "-m", "sedviz.cli", "compute", str(tmp_path / "a"), "-o", str(store), "-q"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    commit = store / "sedviz_commits" / "a.json"
+    commit = store / "sedviz_commits" / f"{run_key('a')}.json"
     deadline = time.time() + 120
     while time.time() < deadline:
         if commit.exists() and json.loads(commit.read_text())["n"] >= 5:
@@ -110,7 +111,7 @@ def test_uncommitted_rows_are_ignored_and_truncated(tmp_path):
     write_mlp_run(tmp_path / "a", n=5)
     store = tmp_path / "s.zarr"
     sedviz.compute(tmp_path / "a", store, progress=False, sva=False)
-    commit = store / "sedviz_commits" / "a.json"
+    commit = store / "sedviz_commits" / f"{run_key('a')}.json"
     info = json.loads(commit.read_text())
     info["n"] = 3  # as if the last two rows were appended but never committed
     info["checkpoints"] = {k: v for k, v in info["checkpoints"].items() if int(k) <= 30}
