@@ -144,6 +144,7 @@ _FIXES = {
     errno.EPERM: "No permission: write the store to a folder you can write to, or fix the permissions",
     errno.EROFS: "The file system is read-only: write the store to a writable folder",
     errno.ENOTDIR: "A part of the path is a file, not a folder: choose another path for the store",
+    errno.EEXIST: "A part of the path is a file, not a folder: choose another path for the store",
     errno.EISDIR: "The path is a folder: pass a file name ending in .nc, or a Zarr folder",
     errno.ENAMETOOLONG: "The path is too long: choose a shorter one",
     errno.EFBIG: "The file is larger than the system allows: write a Zarr store instead of netCDF",
@@ -815,8 +816,10 @@ class ZarrStore(Store):
         return _lazy_dataset(runs, metrics, root, infos)
 
     def _foreign(self) -> list[str]:
+        """Names in the folder that no sedviz store holds (zarr's and sedviz's temporary files aside)."""
         try:
-            return sorted(p.name for p in self.path.iterdir() if p.name not in self._ALLOWED)[:5]
+            return sorted(p.name for p in self.path.iterdir() if p.name not in self._ALLOWED
+                          and not p.name.endswith(".partial") and _TMP not in p.name)[:5]
         except OSError:
             return []
 
@@ -836,6 +839,9 @@ class ZarrStore(Store):
         with _io(self.path, "recover the store"):
             if not self.path.is_dir():
                 return
+            for f in self.path.iterdir():  # temporary files of a writer that died (zarr's *.partial, ours)
+                if f.is_file() and (f.name.endswith(".partial") or _TMP in f.name):
+                    f.unlink()
             files = self._commit_files()
             keep = set()
             for name, (f, info) in files.items():
