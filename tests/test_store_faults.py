@@ -52,23 +52,26 @@ def _check(head, kills, *, min_kills):
     assert not problems, json.dumps(problems, indent=1)[:4000]
 
 
+@pytest.mark.slow
 def test_kill_at_every_nth_file_operation_zarr(tmp_path):
     write_mlp_run(tmp_path / "a", n=3, width=16)
     write_mlp_run(tmp_path / "b", n=2, width=16, seed=1, every=7)
-    head, kills = _faults(tmp_path, [tmp_path / "a", tmp_path / "b"], tmp_path / "s.zarr", every=90)
+    head, kills = _faults(tmp_path, [tmp_path / "a", tmp_path / "b"], tmp_path / "s.zarr", every=120)
     _check(head, kills, min_kills=12)
 
 
+@pytest.mark.slow
 def test_kill_during_an_update_that_recomputes_a_run_zarr(tmp_path):
     """A new final checkpoint (sva on, the default) recomputes the run beside the stored one: every
     kill leaves the old run readable exactly as it was, or the complete new one."""
     write_mlp_run(tmp_path / "a", n=2, width=16)
     sedviz.compute(tmp_path / "a", tmp_path / "before.zarr", progress=False)
     write_mlp_run(tmp_path / "a", n=1, width=16, start=2)
-    head, kills = _faults(tmp_path, [tmp_path / "a"], tmp_path / "s.zarr", before=str(tmp_path / "before.zarr"), every=60)
+    head, kills = _faults(tmp_path, [tmp_path / "a"], tmp_path / "s.zarr", before=str(tmp_path / "before.zarr"), every=90)
     _check(head, kills, min_kills=8)
 
 
+@pytest.mark.slow
 def test_kill_at_every_file_operation_netcdf(tmp_path):
     write_mlp_run(tmp_path / "a", n=3, width=16)
     write_mlp_run(tmp_path / "b", n=2, width=16, seed=1, every=7)
