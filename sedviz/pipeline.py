@@ -522,7 +522,10 @@ def compute(
         Run folders of checkpoints (see docs: plain torch, Lightning, safetensors, HF folders).
     store : path, optional
         Zarr folder (default) or ``.nc`` file. Existing stores are extended: only checkpoints
-        they lack are computed. ``None`` keeps everything in memory.
+        they lack are computed, unless agreement ``sva`` has a new final checkpoint or the exact
+        update products change, which recomputes the run beside the stored one (a warning says
+        why). The store is locked while this runs (another writer gets a StoreError naming it).
+        ``None`` keeps everything in memory.
     device : ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``.
     dtype : ``"float32"`` (default, as in Yunis et al.) or ``"float64"``.
     k : number of top singular vectors kept for ``align`` and ``sva`` (METHODS 3-4).
@@ -530,7 +533,8 @@ def compute(
     pairs : explicit list of ``("src", "dst")`` layer-name pairs instead of detection.
     sketch, sketch_dim, sketch_seed : per-parameter JL sketches (METHODS 7); ``sketch_dim``
         defaults to 10 x the largest of ``windows``.
-    max_lag : exact update dot products up to this lag: ``"auto"``, ``"all"``, an int or None.
+    max_lag : exact update dot products up to this lag: ``"auto"`` (up to 255 as the model's size
+        and ``exact_memory`` allow, independent of the run's length), ``"all"``, an int or None.
     kinds : ``{name: kind}`` for layers whose kind the name does not reveal (e.g. a transposed
         conv called ``1.weight``); :func:`sedviz.layers.kinds_from_model` reads them from a model.
     on_error : ``"raise"`` (default) or ``"skip"``: warn and leave a bad checkpoint out.
@@ -538,7 +542,8 @@ def compute(
 
     Returns
     -------
-    xarray.Dataset with dims (run, step, layer, rank, ...) as in docs/schema.md.
+    xarray.Dataset with dims (run, step, layer, rank, ...) as in docs/schema.md; with a store, the
+    store opened lazily (as :func:`sedviz.open`).
     """
     if on_error not in ON_ERROR:
         raise SedvizError(f"on_error={on_error!r}: use one of {ON_ERROR}")
