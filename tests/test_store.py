@@ -128,3 +128,47 @@ def test_runs_keep_the_order_they_were_given_in(tmp_path):
         ds = sedviz.compute([tmp_path / "zeta", tmp_path / "alpha"], tmp_path / store, progress=False)
         assert ds.run.values.tolist() == ["zeta", "alpha"]
         assert sedviz.open(tmp_path / store).run.values.tolist() == ["zeta", "alpha"]
+
+
+@pytest.mark.parametrize("name", ["s.zarr", "s.nc"])
+def test_writer_api_appends_commits_resumes_and_rebuilds(tmp_path, name):
+    """The API another in-process writer (a live recorder) uses: lock, append batches, commit,
+    resume in a new session; a rebuild that fails leaves the stored run as it was."""
+    from sedviz.io.store import open_store
+
+    write_mlp_run(tmp_path / "a", n=5)
+    full = sedviz.compute(tmp_path / "a", progress=False, sva=False).load()
+    one = full.sel(run="a").drop_vars("run")
+    metric_vars = [v for v in one.data_vars if one[v].dims == ("step",)]
+    records = one.drop_vars(metric_vars)
+    attrs = {k: full.attrs[k] for k in ("sedviz_version", "schema_version", "options", "device", "dtype")}
+    st = open_store(tmp_path / name)
+    with pytest.raises(StoreError, match="writing"):
+        st.append("a", records.isel(step=[0]), {})
+    with st.writing():
+        st.init(attrs)
+        st.write_metrics("a", one[metric_vars].to_dataframe())
+        st.append("a", records.isel(step=[0, 1]), {"checkpoints": {"10": "x10", "20": "x20"}})
+        st.append("a", records.isel(step=[2]), {"checkpoints": {"30": "x30"}})
+        st.flush()
+        assert sedviz.open(tmp_path / name).step.values.tolist() == [10, 20, 30]  # readable while the lock is held
+        with pytest.raises(StoreError, match=r"steps \[30\] .*are stored already"):
+            st.append("a", records.isel(step=[2]), {})
+    with st.writing():  # a new session resumes from the commit
+        assert set(st.runs()["a"]["checkpoints"]) == {"10", "20", "30"}
+        st.write_metrics("a", one[metric_vars].to_dataframe())  # netCDF keeps only values at stored steps
+        st.append("a", records.isel(step=[3, 4]), {"checkpoints": {"40": "x40", "50": "x50"}})
+        st.flush()
+    assert_same(sedviz.open(tmp_path / name), full)
+    with st.writing():
+        with pytest.raises(RuntimeError, match="boom"):
+            with st.rebuilding("a"):
+                st.append("a", records.isel(step=[0]), {})
+                raise RuntimeError("boom")
+        st.flush()
+    assert_same(sedviz.open(tmp_path / name), full)
+    with st.writing():
+        with st.rebuilding("a"):
+            st.append("a", records.isel(step=[0, 1]), {})
+        st.flush()
+    assert sedviz.open(tmp_path / name).step.values.tolist() == [10, 20]

@@ -51,7 +51,9 @@ Writer API (``compute()`` and any other in-process writer, e.g. a live recorder)
         if not st.attrs().get("options"):
             st.init({...})                  # root attrs of a new store (schema_version, options, ...)
         info = st.runs().get(name)          # committed state of a run: n, checkpoints, attrs, or None
-        st.write_metrics(name, frame)       # staged; committed with the run's next commit
+        st.write_metrics(name, frame)       # staged; committed with the run's next commit (netCDF
+                                            # keeps only its values at stored steps: write the
+                                            # whole log again in each session)
         st.append(name, records, run_attrs) # rows (a Dataset along step, from dataset.run_dataset)
                                             # appended and committed; run_attrs["checkpoints"]
                                             # ({step: path}) is merged into the commit
@@ -986,6 +988,10 @@ class ZarrStore(Store):
     def write_metrics(self, name: str, metrics: pd.DataFrame | None) -> None:
         """Stage the run's metric log (written beside the committed one, swapped in by the next commit)."""
         self._writer()
+        info = self._info(name)
+        if _same_frame(metrics, self.load_metrics(name, info) if info.get("n") or info.get("group") else None):
+            self._staged_metrics.pop(name, None)  # unchanged: the commit keeps the stored log
+            return
         if metrics is None or metrics.empty:
             self._staged_metrics[name] = ""
             return
@@ -1030,6 +1036,17 @@ class _Torn(Exception):
     """A run group that does not (yet) match its commit: read again."""
 
 
+def _same_frame(a: pd.DataFrame | None, b: pd.DataFrame | None) -> bool:
+    """Two metric logs with the same steps, columns and values (NaN equal to NaN)."""
+    a = None if a is None or a.empty else a
+    b = None if b is None or b.empty else b
+    if a is None or b is None:
+        return a is None and b is None
+    if list(map(str, a.columns)) != list(map(str, b.columns)) or not np.array_equal(np.asarray(a.index), np.asarray(b.index)):
+        return False
+    return np.array_equal(a.to_numpy(dtype=np.float64), b.to_numpy(dtype=np.float64), equal_nan=True)
+
+
 def _dims(arr) -> list[str]:
     names = getattr(arr.metadata, "dimension_names", None)
     return list(names) if names else list(arr.attrs.get("_ARRAY_DIMENSIONS", []))
@@ -1043,6 +1060,17 @@ def _signature(ds: xr.Dataset) -> tuple:
     for dim in _RANGE_DIMS:
         out.append((dim, int(ds.sizes[dim]) if dim in ds.dims else None))
     return tuple(out)
+
+
+def _fits(records: xr.Dataset, old: xr.Dataset) -> bool:
+    """Records that can join a run read back from a netCDF store, where each run carries the
+    labels of every run (NaN where it has none): the records' labels are among the run's."""
+    for dim in ("layer", "pair", "param"):
+        if (dim in records.coords) != (dim in old.coords):
+            return False
+        if dim in records.coords and not set(_strings(records[dim].values)) <= set(_strings(old[dim].values)):
+            return False
+    return all(records.sizes.get(d, 0) <= old.sizes.get(d, 0) for d in _RANGE_DIMS)
 
 
 def _signature_zarr(arrays: dict) -> tuple:
@@ -1207,9 +1235,13 @@ class NetCDFStore(Store):
         self._load()
         target = self._pending.get(name)
         old = target["ds"] if target is not None else self._runs.get(name)
-        if old is not None and _signature(old) != _signature(records):
+        if old is not None and not _fits(records, old):
             raise StoreError(f"{self.path}: the new records of run {name!r} have other layers, pairs or params than the "
                              f"stored ones; recompute the run (or write to a new store)")
+        again = np.intersect1d(old.step.values, records.step.values) if old is not None else []
+        if len(again):
+            raise StoreError(f"{self.path}: steps {again[:5].tolist()} of run {name!r} are stored already; append only "
+                             f"new checkpoints")
         ds = records if old is None else xr.concat([old, records], dim="step", join="outer")
         info = target["info"] if target is not None else self._info.get(name, {"name": name, "checkpoints": {}})
         info = _merge_info(info, run_attrs)
