@@ -696,17 +696,18 @@ def _compute_run(st: Store, src: RunSource, opts: Options, dev, *, on_error, cli
     if not todo:
         st.commit(src.name, run_attrs)  # the metric log may have grown
         return
-    eng = Engine(plan, opts, dev, on_error=on_error)
-    final_rec, final_svds = eng.spectra(str(final.path), eng._check(str(final.path), final_entries))
-    reference = None
-    if opts.sva:  # the reference is the final's own top-k vectors; its agreement is with itself
-        reference = final_svds
-        eng.reference = reference
-        final_rec.update(eng._sva(final_svds))
+    reference, cached = None, {}
+    if opts.sva or final in todo:  # decomposed once: the sva reference and/or its own record
+        eng = Engine(plan, opts, dev, on_error=on_error)
+        final_rec, final_svds = eng.spectra(str(final.path), eng._check(str(final.path), final_entries))
+        if opts.sva:  # the reference is the final's own top-k vectors; its agreement is with itself
+            reference = final_svds
+            eng.reference = reference
+            final_rec.update(eng._sva(final_svds))
+        if final in todo:
+            cached = {final.step: (None, final_rec)}
+        del eng, final_svds
     del final_state, final_entries  # not kept mapped for the whole run: process_block re-reads it if needed
-    if not opts.sva:
-        final_svds = None
-    cached = {final.step: (None, final_rec)} if final in todo else {}
     order = list(refs)
     pos = {r.step: i for i, r in enumerate(order)}
     bar = _progress(progress, len(todo), src.name)

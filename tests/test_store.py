@@ -5,6 +5,8 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,3 +174,49 @@ def test_writer_api_appends_commits_resumes_and_rebuilds(tmp_path, name):
             st.append("a", records.isel(step=[0, 1]), {})
         st.flush()
     assert sedviz.open(tmp_path / name).step.values.tolist() == [10, 20]
+
+
+def _count_spectra(monkeypatch):
+    from sedviz.pipeline import Engine
+
+    calls = []
+    real = Engine.spectra
+
+    def counting(self, path, entries):
+        calls.append(path)
+        return real(self, path, entries)
+
+    monkeypatch.setattr(Engine, "spectra", counting)
+    return calls
+
+
+def test_default_options_add_only_new_checkpoints(tmp_path, monkeypatch):
+    """max_lag='auto' no longer depends on the run's length: with sva off, checkpoints after the
+    final are the only ones decomposed; with sva on (the default) and the final unchanged (a
+    compute that stopped early), only the missing ones are."""
+    write_mlp_run(tmp_path / "a", n=4)
+    store = tmp_path / "s.zarr"
+    sedviz.compute(tmp_path / "a", store, progress=False, sva=False)
+    write_mlp_run(tmp_path / "a", n=2, start=4)
+    calls = _count_spectra(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "recomputing" warning
+        ds = sedviz.compute(tmp_path / "a", store, progress=False, sva=False)
+    assert sorted(Path(c).name for c in calls) == ["step_000050.pt", "step_000060.pt"]
+    assert_same(ds, sedviz.compute(tmp_path / "a", progress=False, sva=False))
+    assert ds.sizes["lag"] == 256  # 'auto' at this size, whatever the number of checkpoints
+
+    store2 = tmp_path / "s2.zarr"
+    sedviz.compute(tmp_path / "a", store2, progress=False)
+    commit = store2 / "sedviz_commits" / f"{run_key('a')}.json"
+    info = json.loads(commit.read_text())  # as if the compute had stopped before its last two commits
+    info["n"] -= 2
+    for step in ("50", "60"):
+        del info["checkpoints"][step]
+    commit.write_text(json.dumps(info))
+    calls.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = sedviz.compute(tmp_path / "a", store2, progress=False)
+    assert sorted(Path(c).name for c in calls) == ["step_000050.pt", "step_000060.pt"]  # the final once
+    assert_same(ds, sedviz.compute(tmp_path / "a", progress=False))
