@@ -267,6 +267,7 @@ class StoreLock:
         self.path = Path(path)
         self.store = Path(store)
         self.fd: int | None = None
+        self.took_over = False  # the previous holder died holding it (it may have left partial files)
 
     @staticmethod
     def describe(text: str) -> str:
@@ -323,6 +324,7 @@ class StoreLock:
                         os.close(fd)
                     raise
                 self.fd = fd
+                self.took_over = bool(previous)
                 if previous:
                     warnings.warn(
                         f"{self.store}: the previous writer ({self.describe(previous)}) stopped without releasing the "
@@ -622,14 +624,15 @@ class Store:
         """Make everything committed so far durable (a no-op where commits already are)."""
 
 
-def _merge_info(info: dict, run_attrs: dict | None, checkpoints: dict | None = None) -> dict:
+def _merge_info(info: dict, run_attrs: dict | None) -> dict:
+    """A run's commit info updated by a writer's run attrs: its checkpoints ({step: path}) merged
+    in, the store's own fields (name, group, n, ...) left alone."""
     out = dict(info)
     for k, v in (run_attrs or {}).items():
         if k not in _INTERNAL and k != "checkpoints":
             out[k] = v
     merged = dict(out.get("checkpoints") or {})
     merged.update({str(k): v for k, v in ((run_attrs or {}).get("checkpoints") or {}).items()})
-    merged.update({str(k): v for k, v in (checkpoints or {}).items()})
     out["checkpoints"] = merged
     return out
 
@@ -643,7 +646,7 @@ class ZarrStore(Store):
         super().__init__(path)
         self._staged_metrics: dict[str, str] = {}
         self._pending: dict[str, dict] = {}  # run -> info of a rebuild in progress
-        self._groups: dict[str, dict] = {}  # group path -> coordinate signature (for append checks)
+        self._groups: dict[str, tuple] = {}  # group path -> labels and sizes (for append checks)
 
     def _lock_path(self) -> Path:
         return self.path / LOCK
@@ -870,8 +873,8 @@ class ZarrStore(Store):
                             _remove_tree(d, self.path)
                         else:
                             d.unlink()
-                    else:
-                        for partial in d.rglob("*.partial"):  # zarr's own temporary files
+                    elif self._lock is not None and self._lock.took_over:
+                        for partial in d.rglob("*.partial"):  # zarr's temporary files, left by a writer that died
                             partial.unlink()
 
     def init(self, attrs: dict) -> None:
