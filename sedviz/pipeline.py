@@ -751,13 +751,14 @@ class _Writer:
     def flush(self) -> None:
         if not self.buf:
             return
-        recs = sorted(self.buf, key=lambda r: r["step"])
+        # Taken off the buffer first: a batch the store refused (a full disk) is not offered again by
+        # the final flush, whose error would hide the first one.
+        recs, self.buf = sorted(self.buf, key=lambda r: r["step"]), []
         ds = run_dataset(recs, layers=self.plan.layers, params=self.plan.params, pairs=self.plan.pairs, max_rank=self.plan.max_rank)
         attrs = {**self.run_attrs, "checkpoints": {str(r["step"]): r["path"] for r in recs}}
         self.st.append(self.plan.name, ds, attrs)
         self.st.flush()
         self.wrote = True
-        self.buf = []
         self.last = time.monotonic()
 
 

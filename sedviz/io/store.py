@@ -1100,6 +1100,7 @@ class NetCDFStore(Store):
         self._attrs: dict = {}
         self._pending: dict[str, dict] = {}  # run -> {"ds", "info"} of a rebuild in progress
         self._staged_metrics: dict[str, pd.DataFrame | None] = {}
+        self._dirty = False  # committed state changed since the file was last written
 
     def _lock_path(self) -> Path:
         return self.path.parent / f".{self.path.name}.sedviz-lock"
@@ -1124,7 +1125,7 @@ class NetCDFStore(Store):
     def _recover(self) -> None:
         self._clean_tmp()
         self._runs = None  # read the file again now that this process holds the lock
-        self._pending, self._staged_metrics = {}, {}
+        self._pending, self._staged_metrics, self._dirty = {}, {}, False
 
     def _end_session(self) -> None:
         self._runs = None
@@ -1225,6 +1226,7 @@ class NetCDFStore(Store):
         self._writer()
         self._load()
         self._attrs.update(attrs)
+        self._dirty = True
 
     def replace(self, ds: xr.Dataset, run_info: dict[str, dict]) -> None:
         """Make the store hold exactly this assembled Dataset (written on ``flush``)."""
@@ -1232,6 +1234,7 @@ class NetCDFStore(Store):
         self._split(ds, run_info)
         for name, one in self._runs.items():
             self._info[name]["steps"] = [int(s) for s in one.step.values]
+        self._dirty = True
 
     def append(self, name: str, records: xr.Dataset, run_attrs: dict) -> None:
         self._writer()
@@ -1254,6 +1257,7 @@ class NetCDFStore(Store):
             return
         self._runs[name], self._info[name] = ds, info
         self._commit_metrics(name)
+        self._dirty = True
 
     def _commit_metrics(self, name: str) -> None:
         if name in self._staged_metrics:
@@ -1269,6 +1273,7 @@ class NetCDFStore(Store):
         info["name"] = name
         self._info[name] = info
         self._commit_metrics(name)
+        self._dirty = True
 
     def write_metrics(self, name: str, metrics: pd.DataFrame | None) -> None:
         self._writer()
@@ -1291,6 +1296,7 @@ class NetCDFStore(Store):
         self._runs[name] = target["ds"]
         self._info[name] = target["info"]
         self._commit_metrics(name)
+        self._dirty = True
 
     def flush(self) -> None:
         if self.path is None:  # in-memory store (compute without a store)
@@ -1298,7 +1304,7 @@ class NetCDFStore(Store):
         self._writer()
         self._load()
         runs = {n: ds for n, ds in self._runs.items() if ds is not None and ds.sizes.get("step", 0)}
-        if not runs:
+        if not runs or not self._dirty:  # nothing committed, or nothing new (a rebuild in progress)
             return
         order = {n: i for i, n in enumerate(self._info)}
         runs = dict(sorted(runs.items(), key=lambda kv: order.get(kv[0], len(order))))
@@ -1321,3 +1327,4 @@ class NetCDFStore(Store):
             if free < len(data) + (1 << 20):
                 raise OSError(errno.ENOSPC, f"needs {len(data) / 1e6:.1f} MB, {free / 1e6:.1f} MB free", str(self.path))
             _atomic_write_bytes(self.path, data, tmp_prefix=self._tmp_prefix())
+        self._dirty = False
