@@ -158,7 +158,7 @@ def _scan(root: Path) -> tuple[list[Path], list[Path]]:
                 continue
             if entry.is_dir():
                 real = os.path.realpath(entry)
-                if entry.is_symlink() and (real in seen or any(real == p or p.startswith(real + os.sep) for p in seen)):
+                if entry.is_symlink() and any(p == real or p.startswith(real + os.sep) for p in seen):
                     warnings.warn(f"{entry}: a symbolic link to {real}, a folder already searched (a link loop?); "
                                   "not searched again", UserWarning, stacklevel=4)
                     continue

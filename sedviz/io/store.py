@@ -68,6 +68,9 @@ Every record batch of one run must have the same layers, pairs and params (the r
 a batch that does not match raises :class:`StoreError`. To resume after a crash, open the store
 the same way: ``writing()`` drops what was not committed, and ``runs()[name]["checkpoints"]`` says
 which steps are stored. Readers use :meth:`Store.open` (``sedviz.open``), which is lazy.
+
+The lock is an ``flock`` on an open file: processes forked while it is held (a DataLoader's
+workers) share it, so a writer whose children outlive it keeps the store locked until they exit.
 """
 from __future__ import annotations
 
@@ -193,13 +196,6 @@ def _orphan_tmp(path: Path) -> bool:
     """A temporary file of a sedviz writer on this host whose process is gone."""
     m = re.search(re.escape(_TMP) + r"(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{8}", path.name)
     return bool(m) and m.group("host") == _host() and not _pid_alive(int(m.group("pid")))
-
-
-def _public_mode(path) -> None:
-    """mkstemp-style files are readable by the owner only; give them the usual umask mode."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -583,9 +579,6 @@ class Store:
         pass
 
     # -- reading --------------------------------------------------------------------------------
-    def exists(self) -> bool:
-        return self.path is not None and self.path.exists()
-
     def attrs(self) -> dict:
         raise NotImplementedError
 
