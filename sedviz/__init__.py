@@ -17,7 +17,11 @@ from .data import load_demo, demo_checkpoints
 
 
 def open(store, *, format=None):  # noqa: A001 - mirrors xarray.open_dataset / zarr.open
-    """Open a store written by :func:`compute` (Zarr folder or netCDF file) as one Dataset."""
+    """Open a store written by :func:`compute` (Zarr folder or netCDF file) as one Dataset.
+
+    Lazy: only coordinates and metric logs are read now; record variables are read from disk when
+    their values are used (``.values``, ``.load()``), so a store larger than memory opens at once.
+    A store being written meanwhile shows its last committed state."""
     return _open_store(store, format).open()
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -131,15 +132,41 @@ def _version() -> str:
 
 
 def main(argv=None) -> int:
+    """Run one command. Every failure is one line on stderr (what, which file, the fix) and a
+    non-zero exit: 2 for bad input, 1 for a file system error, 3 for a bug (SEDVIZ_TRACEBACK=1
+    prints its traceback), 130 for Ctrl-C."""
     args = build_parser().parse_args(argv)
+    warnings.formatwarning = _one_line_warning
     try:
         return args.func(args)
     except SedvizError as exc:
         print(f"sedviz {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; what was computed so far is stored and a rerun resumes", file=sys.stderr)
+        print("interrupted; the store keeps its last commit and a rerun resumes from it", file=sys.stderr)
         return 130
+    except OSError as exc:
+        where = exc.filename or "a file"
+        _error(args, f"{where}: {exc.strerror or exc}. Check the path, its permissions and the free disk space, and run again")
+        return 1
+    except MemoryError:
+        _error(args, "out of memory. Close other programs, or compute fewer runs at once (results are stored per batch)")
+        return 1
+    except Exception as exc:  # a bug: one line, the traceback on request
+        if os.environ.get("SEDVIZ_TRACEBACK"):
+            raise
+        _error(args, f"internal error ({type(exc).__name__}: {exc}). This is a bug in sedviz: please report it with the "
+                     f"command; SEDVIZ_TRACEBACK=1 prints the traceback")
+        return 3
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"sedviz: warning: {' '.join(str(message).split())}\n"
+
+
+def _error(args, text: str) -> None:
+    one_line = " ".join(str(text).split())
+    print(f"sedviz {args.command}: error: {one_line}", file=sys.stderr)
 
 
 if __name__ == "__main__":

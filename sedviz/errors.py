@@ -20,3 +20,11 @@ class CheckpointError(SedvizError):
 
 class StoreError(SedvizError):
     """A store that cannot be opened or extended (wrong schema, options that do not match, ...)."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the store's writer lock; ``holder`` describes it (pid, host, start time, command)."""
+
+    def __init__(self, message, holder: str = ""):
+        self.holder = holder
+        super().__init__(message)

@@ -15,6 +15,7 @@ spread over the workers and their records written by the client, giving the same
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -121,20 +122,47 @@ def plan_run(name: str, state: dict, opts: Options, *, max_steps: int, reference
     max_rank = max((min(li.rows, li.cols) for li in layers), default=1)
     total = sum(p.size for p in params)
     max_lag = _resolve_max_lag(opts.max_lag, total, max_steps, opts.exact_memory)
+    complex_ = [n for n, t in state.items() if isinstance(t, torch.Tensor) and t.is_complex()]
+    if complex_:
+        warnings.warn(
+            f"run {name!r}: {len(complex_)} complex-valued entries ({', '.join(complex_[:5])}) are left out: sedviz "
+            "analyses real-valued weights (save their real and imaginary parts as two tensors to include them)",
+            stacklevel=3,
+        )
     return RunPlan(name, layers, params, pairs, max_rank, max_lag, reference_step)
 
 
+def plan_fingerprint(plan: RunPlan) -> str:
+    """A hash of everything that fixes the shape of a run's records (layers, params, pairs, ranks,
+    lags): records of two plans with the same fingerprint can be stacked along ``step``."""
+    import hashlib
+
+    table = {
+        "layers": [[li.name, list(li.shape), li.kind] for li in plan.layers],
+        "params": [[p.name, p.size, p.kind] for p in plan.params],
+        "pairs": [p.name for p in plan.pairs],
+        "max_rank": plan.max_rank,
+        "max_lag": plan.max_lag,
+    }
+    return hashlib.sha256(json.dumps(table, sort_keys=True).encode()).hexdigest()[:16]
+
+
+AUTO_MAX_LAG = 255  # max_lag="auto": windows of up to 256 checkpoints, exact drift for runs up to 256
+
+
 def _resolve_max_lag(max_lag, n_params: int, n_steps: int, budget: int) -> int | None:
-    """``auto``: every pair of updates when the run's updates fit in ``budget`` bytes (exact drift),
-    else the lags a 20-checkpoint window needs if those fit, else none (sketches only)."""
+    """``auto``: exact dot products of each update with the previous ones up to lag 255 when that
+    many updates (float64, 8 bytes per parameter, plus the current one) fit in ``budget`` bytes;
+    else as many lags as fit, if that is at least 19 (a 20-checkpoint window); else none (sketches
+    only). It depends on the model's size only, never on the run's length, so adding checkpoints
+    to a run never changes it. ``all``: every lag of the run as it is now (``n_steps - 1``)."""
     if max_lag is None or max_lag is False:
         return None
     if max_lag == "all":
         return max(n_steps - 1, 1)
     if max_lag == "auto":
-        if n_params * 4 * n_steps <= budget:
-            return max(n_steps - 1, 1)
-        return 19 if n_params * 4 * 21 <= budget else None
+        fit = budget // (8 * max(n_params, 1)) - 1
+        return min(AUTO_MAX_LAG, fit) if fit >= 19 else None
     if isinstance(max_lag, int) and max_lag >= 0:
         return max_lag
     raise SedvizError(f"max_lag={max_lag!r}: use 'auto', 'all', None or a whole number >= 0")
@@ -494,7 +522,10 @@ def compute(
         Run folders of checkpoints (see docs: plain torch, Lightning, safetensors, HF folders).
     store : path, optional
         Zarr folder (default) or ``.nc`` file. Existing stores are extended: only checkpoints
-        they lack are computed. ``None`` keeps everything in memory.
+        they lack are computed, unless agreement ``sva`` has a new final checkpoint or the exact
+        update products change, which recomputes the run beside the stored one (a warning says
+        why). The store is locked while this runs (another writer gets a StoreError naming it).
+        ``None`` keeps everything in memory.
     device : ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``.
     dtype : ``"float32"`` (default, as in Yunis et al.) or ``"float64"``.
     k : number of top singular vectors kept for ``align`` and ``sva`` (METHODS 3-4).
@@ -502,7 +533,8 @@ def compute(
     pairs : explicit list of ``("src", "dst")`` layer-name pairs instead of detection.
     sketch, sketch_dim, sketch_seed : per-parameter JL sketches (METHODS 7); ``sketch_dim``
         defaults to 10 x the largest of ``windows``.
-    max_lag : exact update dot products up to this lag: ``"auto"``, ``"all"``, an int or None.
+    max_lag : exact update dot products up to this lag: ``"auto"`` (up to 255 as the model's size
+        and ``exact_memory`` allow, independent of the run's length), ``"all"``, an int or None.
     kinds : ``{name: kind}`` for layers whose kind the name does not reveal (e.g. a transposed
         conv called ``1.weight``); :func:`sedviz.layers.kinds_from_model` reads them from a model.
     on_error : ``"raise"`` (default) or ``"skip"``: warn and leave a bad checkpoint out.
@@ -510,7 +542,8 @@ def compute(
 
     Returns
     -------
-    xarray.Dataset with dims (run, step, layer, rank, ...) as in docs/schema.md.
+    xarray.Dataset with dims (run, step, layer, rank, ...) as in docs/schema.md; with a store, the
+    store opened lazily (as :func:`sedviz.open`).
     """
     if on_error not in ON_ERROR:
         raise SedvizError(f"on_error={on_error!r}: use one of {ON_ERROR}")
@@ -528,12 +561,34 @@ def compute(
         kinds=tuple(sorted(kinds.items())) if kinds else None,
     )
     sources = discover_runs(runs if isinstance(runs, (list, tuple)) else [runs], names=names, on_error=on_error)
-    st: Store = open_store(store, store_format) if store is not None else NetCDFStore(None)
-    _prepare_store(st, opts, dev)
     for src in sources:
-        _compute_run(st, src, opts, dev, on_error=on_error, client=client, progress=progress)
-    st.flush()
+        _check_steps(src, on_error)
+    st: Store = open_store(store, store_format) if store is not None else NetCDFStore(None)
+    with st.writing():  # the writer lock: a second writer gets a StoreError naming this process
+        _prepare_store(st, opts, dev)
+        for src in sources:
+            _compute_run(st, src, opts, dev, on_error=on_error, client=client, progress=progress)
+        st.flush()
     return st.open() if store is not None else _assemble_memory(st)
+
+
+_STEP_RANGE = (-(2**63), 2**63 - 1)  # the int64 step coordinate
+
+
+def _check_steps(src: RunSource, on_error: str) -> None:
+    """Drop (with on_error='skip') or refuse checkpoints whose step an int64 coordinate cannot hold."""
+    bad = [r for r in src.checkpoints if not _STEP_RANGE[0] <= r.step <= _STEP_RANGE[1]]
+    for ref in bad:
+        exc = CheckpointError(ref.path, f"has step {ref.step}, more than the largest step sedviz stores (2^63 - 1)",
+                              "Rename the file with the optimizer step it was saved at, or move it out of the run "
+                              "folder (on_error='skip' leaves it out)")
+        if on_error == "raise":
+            raise exc
+        warnings.warn(f"skipped: {exc}", stacklevel=3)
+    if bad:
+        src.checkpoints = [r for r in src.checkpoints if r not in bad]
+        if not src.checkpoints:
+            raise SedvizError(f"run {src.name!r}: no checkpoint of {src.root} is left to compute; see the warnings above")
 
 
 def _assemble_memory(st: NetCDFStore):
@@ -550,21 +605,24 @@ def _check_windows(windows):
 
 
 def _prepare_store(st: Store, opts: Options, dev: torch.device) -> None:
+    """Check an existing store's schema and options (under the writer lock), or set up a new one.
+    A store that holds no run yet (a first compute that was cut short) takes the new options."""
     numeric = opts.numeric()
-    if st.path is not None and st.exists():
-        attrs = st.attrs()
+    attrs = st.attrs() if st.path is not None else {}
+    if attrs.get("options") is not None or attrs.get("schema_version") is not None:
         from .dataset import check_schema
 
         check_schema(attrs, str(st.path))
         stored = json.loads(attrs.get("options", "{}"))
         diff = {k: (stored.get(k), v) for k, v in numeric.items() if stored.get(k) != v}
-        if diff:
+        if not diff:
+            return
+        if st.runs():
             lines = ", ".join(f"{k}: stored {a!r}, asked {b!r}" for k, (a, b) in diff.items())
             raise StoreError(
                 f"{st.path} was computed with other options ({lines}). Pass the stored options to extend it, "
                 "or write to a new store."
             )
-        return
     st.init(
         {
             "sedviz_version": __version__,
@@ -576,75 +634,102 @@ def _prepare_store(st: Store, opts: Options, dev: torch.device) -> None:
     )
 
 
+def _rebuild_reasons(info: dict, stored: set, plan: RunPlan, opts: Options, final, todo: list) -> list[str]:
+    """Why a stored run cannot simply be extended by ``todo`` (empty: append only the new ones)."""
+    if not stored:
+        return []
+    reasons = []
+    if opts.sva and info.get("sva_reference_step") != final.step:
+        reasons.append(
+            f"agreement 'sva' is relative to the final checkpoint, which is now step {final.step} instead of "
+            f"{info.get('sva_reference_step')}: every checkpoint's top-k singular vectors are compared again"
+        )
+    fingerprint = plan_fingerprint(plan)
+    if info.get("plan", fingerprint) != fingerprint or info.get("max_lag") != plan.max_lag:
+        reasons.append(
+            f"the layer table or the lags of the exact update products (max_lag {info.get('max_lag')} -> "
+            f"{plan.max_lag}) differ from the stored run's"
+        )
+    if plan.max_lag is not None and todo and todo[0].step < max(stored):
+        reasons.append(
+            f"new checkpoints lie inside the stored range (first at step {todo[0].step}), which changes the exact "
+            "update products (delta_dot) of every later step"
+        )
+    return reasons
+
+
 def _compute_run(st: Store, src: RunSource, opts: Options, dev, *, on_error, client, progress) -> None:
+    """Compute the checkpoints of ``src`` the store lacks. The final checkpoint is read and checked
+    before anything stored changes; a run that must be recomputed is built beside the stored one
+    and swapped in when complete (``Store.rebuilding``)."""
     refs = list(src.checkpoints)
     metrics = read_metrics(src, on_error="skip")
-    st.write_metrics(src.name, metrics)
     info = st.runs().get(src.name) or {}
     stored = set(int(s) for s in info.get("checkpoints", {}))
-    final = refs[-1]
-    if stored and opts.sva and info.get("sva_reference_step") not in (None, final.step):
-        warnings.warn(
-            f"run {src.name!r}: its final checkpoint is now step {final.step} (stored agreement 'sva' is relative to "
-            f"step {info.get('sva_reference_step')}); recomputing the run",
-            stacklevel=3,
-        )
-        st.drop_run(src.name)
-        stored = set()
-    todo = [r for r in refs if r.step not in stored]
-    if todo and stored and todo[0].step < max(stored):
-        warnings.warn(
-            f"run {src.name!r}: new checkpoints lie inside the stored range (first at step {todo[0].step}); the update "
-            "trajectory of later steps changes, so the run is recomputed",
-            stacklevel=3,
-        )
-        st.drop_run(src.name)
-        stored, todo = set(), refs
-    if not todo:
-        return
     final, final_state = _read_final(refs, on_error)
     final_entries = _entries(final_state)
     plan = plan_run(src.name, final_state, opts, max_steps=len(refs), reference_step=final.step if opts.sva else None)
-    if stored and info.get("max_lag") != plan.max_lag:
-        # the history length follows the run's size; a grown run re-plans from the start
-        st.drop_run(src.name)
-        stored, todo = set(), refs
-    eng = Engine(plan, opts, dev, on_error=on_error)
-    final_rec, final_svds = eng.spectra(str(final.path), eng._check(str(final.path), final_entries))
-    reference = None
-    if opts.sva:  # the reference is the final's own top-k vectors; its agreement is with itself
-        reference = final_svds
-        eng.reference = reference
-        final_rec.update(eng._sva(final_svds))
-    del final_state, final_entries  # not kept mapped for the whole run: process_block re-reads it if needed
-    if not opts.sva:
-        final_svds = None
-    cached = {final.step: (None, final_rec)} if final in todo else {}
+    todo = [r for r in refs if r.step not in stored]
+    reasons = _rebuild_reasons(info, stored, plan, opts, final, todo)
+    if reasons:
+        gone = sorted(stored - {r.step for r in refs})
+        if gone:
+            raise StoreError(
+                f"run {src.name!r} in {st.path} must be recomputed ({'; '.join(reasons)}), but {len(gone)} of its stored "
+                f"checkpoints are no longer in {src.root} (steps {gone[:5]}{' ...' if len(gone) > 5 else ''}), so their "
+                "results would be lost. Put those files back, or compute the run into a new store"
+            )
+        warnings.warn(
+            f"run {src.name!r}: recomputing all {len(refs)} checkpoints ({'; '.join(reasons)}). The stored results stay "
+            "readable until the new ones are complete, then they are replaced",
+            stacklevel=3,
+        )
+        todo = list(refs)
     run_attrs = {
         "name": src.name,
         "sources": str(src.root),
         "sva_reference_step": plan.reference_step,
         "max_lag": plan.max_lag,
+        "plan": plan_fingerprint(plan),
     }
+    st.write_metrics(src.name, metrics)
+    if not todo:
+        st.commit(src.name, run_attrs)  # the metric log may have grown
+        return
+    reference, cached = None, {}
+    if opts.sva or final in todo:  # decomposed once: the sva reference and/or its own record
+        eng = Engine(plan, opts, dev, on_error=on_error)
+        final_rec, final_svds = eng.spectra(str(final.path), eng._check(str(final.path), final_entries))
+        if opts.sva:  # the reference is the final's own top-k vectors; its agreement is with itself
+            reference = final_svds
+            eng.reference = reference
+            final_rec.update(eng._sva(final_svds))
+        if final in todo:
+            cached = {final.step: (None, final_rec)}
+        del eng, final_svds
+    del final_state, final_entries  # not kept mapped for the whole run: process_block re-reads it if needed
     order = list(refs)
     pos = {r.step: i for i, r in enumerate(order)}
     bar = _progress(progress, len(todo), src.name)
-    writer = _Writer(st, plan, run_attrs)
-    try:
-        if client is None:
-            first = pos[todo[0].step]
-            warmup = order[max(0, first - (plan.max_lag or 0) - 1) : first] if plan.max_lag is not None else []
-            for rec in process_block(plan, opts, todo, warmup, device=str(dev), on_error=on_error, reference=reference, cached=cached):
-                writer.add(rec)
-                bar.update(1)
-        else:
-            for recs in _dask_blocks(client, plan, opts, todo, order, pos, dev, on_error, reference):
-                for rec in recs:
+    with st.rebuilding(src.name) if reasons else contextlib.nullcontext():
+        writer = _Writer(st, plan, run_attrs)
+        try:
+            if client is None:
+                first = pos[todo[0].step]
+                warmup = order[max(0, first - (plan.max_lag or 0) - 1) : first] if plan.max_lag is not None else []
+                for rec in process_block(plan, opts, todo, warmup, device=str(dev), on_error=on_error, reference=reference, cached=cached):
                     writer.add(rec)
-                bar.update(len(recs))
-    finally:
-        writer.flush()
-        bar.close()
+                    bar.update(1)
+            else:
+                for recs in _dask_blocks(client, plan, opts, todo, order, pos, dev, on_error, reference):
+                    for rec in recs:
+                        writer.add(rec)
+                    bar.update(len(recs))
+        finally:
+            writer.flush()  # in a rebuild, staged only: an exception leaves the old data in place
+            bar.close()
+        if not writer.wrote:
+            st.commit(src.name, run_attrs)  # every new checkpoint was skipped: commit the metric log alone
 
 
 class _Writer:
@@ -653,6 +738,7 @@ class _Writer:
     def __init__(self, st: Store, plan: RunPlan, run_attrs: dict, every_s: float = 5.0):
         self.st, self.plan, self.run_attrs, self.every_s = st, plan, run_attrs, every_s
         self.buf: list[dict] = []
+        self.wrote = False
         self.last = time.monotonic()
         # Tests set SEDVIZ_FLUSH_SECONDS=0 to commit every checkpoint (and kill between commits).
         self.every_s = float(os.environ.get("SEDVIZ_FLUSH_SECONDS", every_s))
@@ -665,12 +751,14 @@ class _Writer:
     def flush(self) -> None:
         if not self.buf:
             return
-        recs = sorted(self.buf, key=lambda r: r["step"])
+        # Taken off the buffer first: a batch the store refused (a full disk) is not offered again by
+        # the final flush, whose error would hide the first one.
+        recs, self.buf = sorted(self.buf, key=lambda r: r["step"]), []
         ds = run_dataset(recs, layers=self.plan.layers, params=self.plan.params, pairs=self.plan.pairs, max_rank=self.plan.max_rank)
         attrs = {**self.run_attrs, "checkpoints": {str(r["step"]): r["path"] for r in recs}}
         self.st.append(self.plan.name, ds, attrs)
         self.st.flush()
-        self.buf = []
+        self.wrote = True
         self.last = time.monotonic()
 
 

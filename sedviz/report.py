@@ -35,7 +35,7 @@ from typing import Any
 from .errors import SedvizError
 
 __all__ = ["report", "notebook_parameters", "validate_parameters", "convert_parameter", "find_notebook", "embed_bokehjs",
-           "bokehjs_html", "show", "note", "external_resources",
+           "bokehjs_html", "show", "note", "md_text", "md_code", "external_resources",
            "ReportParameter"]
 
 NOTEBOOK = "report.ipynb"
@@ -519,6 +519,23 @@ def show(obj, **opts) -> None:
         obj = obj.opts(backend="bokeh", **opts)
     script, div = components(hv.render(obj, backend="bokeh"))
     display(HTML(div + script))
+
+
+_MD_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()#+\-.!|~:=])")
+
+
+def md_text(value) -> str:
+    """``value`` as literal text inside Markdown: Markdown punctuation is backslash-escaped and
+    ``& < > " '`` become HTML entities, so a title, a run name or a path shows exactly as written
+    and nothing in it becomes markup, a link or a script. Newlines become spaces."""
+    text = " ".join(str(value).splitlines())
+    return _html.escape(_MD_PUNCTUATION.sub(r"\\\1", text), quote=True)
+
+
+def md_code(value) -> str:
+    """``value`` as inline code inside Markdown (an HTML ``<code>`` element holding :func:`md_text`;
+    a backtick code span would end at the first backtick of the value)."""
+    return f"<code>{md_text(value)}</code>"
 
 
 def note(text: str, *, kind: str = "info") -> None:

@@ -17,8 +17,15 @@ def summary(ds: xr.Dataset) -> str:
     lines.append("variables: " + ", ".join(sorted(ds.data_vars)))
     for run in ds.run.values.tolist():
         one = ds.sel(run=run)
-        have = ~np.isnan(one["sv"]).all(("layer", "rank"))
+        sv = one["sv"]
+        if sv.sizes.get("layer", 0) == 0:
+            lines.append(f"\n[{run}] no weight matrices (only 1-D parameters): no spectra  ({sources.get(run, '')})")
+            continue
+        have = ~np.isnan(sv).all(("layer", "rank"))
         steps = one.step.values[have.values]
+        if len(steps) == 0:
+            lines.append(f"\n[{run}] every value is NaN (a diverged run, or every layer skipped)  ({sources.get(run, '')})")
+            continue
         lines.append(f"\n[{run}] {len(steps)} checkpoints, steps {steps.min()}..{steps.max()}  ({sources.get(run, '')})")
         first, last = int(steps.min()), int(steps.max())
         eff = one["eff_rank"].sel(step=[first, last])

@@ -128,11 +128,12 @@ def make_synthetic_store(path: Path, runs=("grok_wd1", "grok_wd0")) -> Path:
     ds = synthetic_dataset(runs=runs)
     metrics = [v for v in ds.data_vars if ds[v].dims == ("run", "step")]
     store = open_store(path)
-    store.init(dict(ds.attrs))
-    for run in ds.run.values.tolist():
-        store.append(run, ds.sel(run=run).drop_vars(["run", *metrics]), {"source": f"synthetic://{run}", "checkpoints": {}})
-        store.write_metrics(run, ds[metrics].sel(run=run).drop_vars("run").to_dataframe())
-    store.flush()
+    with store.writing():
+        store.init(dict(ds.attrs))
+        for run in ds.run.values.tolist():
+            store.write_metrics(run, ds[metrics].sel(run=run).drop_vars("run").to_dataframe())
+            store.append(run, ds.sel(run=run).drop_vars(["run", *metrics]), {"source": f"synthetic://{run}", "checkpoints": {}})
+        store.flush()
     return Path(path)
 
 

@@ -5,6 +5,8 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ import xarray as xr
 
 import sedviz
 from sedviz.errors import StoreError
+from sedviz.io.store import run_key
 from helpers import assert_same, write_mlp_run
 
 
@@ -86,7 +89,7 @@ def test_killed_compute_resumes_to_identical_results(tmp_path):
     env = {**os.environ, "SEDVIZ_FLUSH_SECONDS": "0"}
     cmd = [sys.executable, "-m", "sedviz.cli", "compute", str(tmp_path / "a"), "-o", str(store), "-q"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    commit = store / "sedviz_commits" / "a.json"
+    commit = store / "sedviz_commits" / f"{run_key('a')}.json"
     deadline = time.time() + 120
     while time.time() < deadline:
         if commit.exists() and json.loads(commit.read_text())["n"] >= 5:
@@ -110,7 +113,7 @@ def test_uncommitted_rows_are_ignored_and_truncated(tmp_path):
     write_mlp_run(tmp_path / "a", n=5)
     store = tmp_path / "s.zarr"
     sedviz.compute(tmp_path / "a", store, progress=False, sva=False)
-    commit = store / "sedviz_commits" / "a.json"
+    commit = store / "sedviz_commits" / f"{run_key('a')}.json"
     info = json.loads(commit.read_text())
     info["n"] = 3  # as if the last two rows were appended but never committed
     info["checkpoints"] = {k: v for k, v in info["checkpoints"].items() if int(k) <= 30}
@@ -127,3 +130,93 @@ def test_runs_keep_the_order_they_were_given_in(tmp_path):
         ds = sedviz.compute([tmp_path / "zeta", tmp_path / "alpha"], tmp_path / store, progress=False)
         assert ds.run.values.tolist() == ["zeta", "alpha"]
         assert sedviz.open(tmp_path / store).run.values.tolist() == ["zeta", "alpha"]
+
+
+@pytest.mark.parametrize("name", ["s.zarr", "s.nc"])
+def test_writer_api_appends_commits_resumes_and_rebuilds(tmp_path, name):
+    """The API another in-process writer (a live recorder) uses: lock, append batches, commit,
+    resume in a new session; a rebuild that fails leaves the stored run as it was."""
+    from sedviz.io.store import open_store
+
+    write_mlp_run(tmp_path / "a", n=5)
+    full = sedviz.compute(tmp_path / "a", progress=False, sva=False).load()
+    one = full.sel(run="a").drop_vars("run")
+    metric_vars = [v for v in one.data_vars if one[v].dims == ("step",)]
+    records = one.drop_vars(metric_vars)
+    attrs = {k: full.attrs[k] for k in ("sedviz_version", "schema_version", "options", "device", "dtype")}
+    st = open_store(tmp_path / name)
+    with pytest.raises(StoreError, match="writing"):
+        st.append("a", records.isel(step=[0]), {})
+    with st.writing():
+        st.init(attrs)
+        st.write_metrics("a", one[metric_vars].to_dataframe())
+        st.append("a", records.isel(step=[0, 1]), {"checkpoints": {"10": "x10", "20": "x20"}})
+        st.append("a", records.isel(step=[2]), {"checkpoints": {"30": "x30"}})
+        st.flush()
+        assert sedviz.open(tmp_path / name).step.values.tolist() == [10, 20, 30]  # readable while the lock is held
+        with pytest.raises(StoreError, match=r"steps \[30\] .*are stored already"):
+            st.append("a", records.isel(step=[2]), {})
+    with st.writing():  # a new session resumes from the commit
+        assert set(st.runs()["a"]["checkpoints"]) == {"10", "20", "30"}
+        st.write_metrics("a", one[metric_vars].to_dataframe())  # netCDF keeps only values at stored steps
+        st.append("a", records.isel(step=[3, 4]), {"checkpoints": {"40": "x40", "50": "x50"}})
+        st.flush()
+    assert_same(sedviz.open(tmp_path / name), full)
+    with st.writing():
+        with pytest.raises(RuntimeError, match="boom"):
+            with st.rebuilding("a"):
+                st.append("a", records.isel(step=[0]), {})
+                raise RuntimeError("boom")
+        st.flush()
+    assert_same(sedviz.open(tmp_path / name), full)
+    with st.writing():
+        with st.rebuilding("a"):
+            st.append("a", records.isel(step=[0, 1]), {})
+        st.flush()
+    assert sedviz.open(tmp_path / name).step.values.tolist() == [10, 20]
+
+
+def _count_spectra(monkeypatch):
+    from sedviz.pipeline import Engine
+
+    calls = []
+    real = Engine.spectra
+
+    def counting(self, path, entries):
+        calls.append(path)
+        return real(self, path, entries)
+
+    monkeypatch.setattr(Engine, "spectra", counting)
+    return calls
+
+
+def test_default_options_add_only_new_checkpoints(tmp_path, monkeypatch):
+    """max_lag='auto' no longer depends on the run's length: with sva off, checkpoints after the
+    final are the only ones decomposed; with sva on (the default) and the final unchanged (a
+    compute that stopped early), only the missing ones are."""
+    write_mlp_run(tmp_path / "a", n=4)
+    store = tmp_path / "s.zarr"
+    sedviz.compute(tmp_path / "a", store, progress=False, sva=False)
+    write_mlp_run(tmp_path / "a", n=2, start=4)
+    calls = _count_spectra(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "recomputing" warning
+        ds = sedviz.compute(tmp_path / "a", store, progress=False, sva=False)
+    assert sorted(Path(c).name for c in calls) == ["step_000050.pt", "step_000060.pt"]
+    assert_same(ds, sedviz.compute(tmp_path / "a", progress=False, sva=False))
+    assert ds.sizes["lag"] == 256  # 'auto' at this size, whatever the number of checkpoints
+
+    store2 = tmp_path / "s2.zarr"
+    sedviz.compute(tmp_path / "a", store2, progress=False)
+    commit = store2 / "sedviz_commits" / f"{run_key('a')}.json"
+    info = json.loads(commit.read_text())  # as if the compute had stopped before its last two commits
+    info["n"] -= 2
+    for step in ("50", "60"):
+        del info["checkpoints"][step]
+    commit.write_text(json.dumps(info))
+    calls.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = sedviz.compute(tmp_path / "a", store2, progress=False)
+    assert sorted(Path(c).name for c in calls) == ["step_000050.pt", "step_000060.pt"]  # the final once
+    assert_same(ds, sedviz.compute(tmp_path / "a", progress=False))

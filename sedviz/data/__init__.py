@@ -70,5 +70,6 @@ def ship_demo(ds, run_dirs) -> None:
     if DEMO_STORE.exists():
         DEMO_STORE.unlink()
     store = NetCDFStore(DEMO_STORE)
-    store.replace(out, info)
-    store.flush()
+    with store.writing():
+        store.replace(out, info)
+        store.flush()

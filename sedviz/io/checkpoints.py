@@ -16,7 +16,7 @@ import json
 import pickle
 import re
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import torch
 
@@ -313,9 +313,22 @@ def _read_index(index: Path) -> dict:
 
 
 def index_shards(index: Path) -> list[Path]:
-    """The shard files a ``*.index.json`` names, in first-use order."""
+    """The shard files a ``*.index.json`` names, in first-use order. Each must be a plain relative
+    path inside the index's folder: an absolute path or one through ``..`` raises
+    :class:`~sedviz.errors.CheckpointError` (an index must not make sedviz read other files)."""
     weight_map = _read_index(index)["weight_map"]
-    return [index.parent / name for name in dict.fromkeys(str(v) for v in weight_map.values())]
+    shards = []
+    for name in dict.fromkeys(str(v) for v in weight_map.values()):
+        parts = PurePosixPath(name.replace("\\", "/")).parts
+        if not parts or name.startswith(("/", "\\")) or PureWindowsPath(name).drive or ".." in parts or "\x00" in name:
+            raise CheckpointError(
+                index,
+                f"names the shard {name!r}, which is not a file name inside {index.parent}",
+                "A sharded checkpoint's index must name its shards by file name, beside the index "
+                "(e.g. model-00001-of-00002.safetensors); restore the index file written with the shards",
+            )
+        shards.append(index.parent / name)
+    return shards
 
 
 def _read_sharded(index: Path) -> dict[str, torch.Tensor]:

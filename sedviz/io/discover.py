@@ -146,6 +146,7 @@ def _scan(root: Path) -> tuple[list[Path], list[Path]]:
     """Files (not hidden) below root, and Hugging Face model folders (not entered), in natural order."""
     files: list[Path] = []
     model_dirs: list[Path] = []
+    seen = {os.path.realpath(root)}
 
     def visit(folder: Path, depth: int) -> None:
         try:
@@ -156,6 +157,12 @@ def _scan(root: Path) -> tuple[list[Path], list[Path]]:
             if entry.name.startswith(".") or entry.name == "__pycache__":
                 continue
             if entry.is_dir():
+                real = os.path.realpath(entry)
+                if entry.is_symlink() and any(p == real or p.startswith(real + os.sep) for p in seen):
+                    warnings.warn(f"{entry}: a symbolic link to {real}, a folder already searched (a link loop?); "
+                                  "not searched again", UserWarning, stacklevel=4)
+                    continue
+                seen.add(real)
                 if _is_model_dir(entry):
                     model_dirs.append(entry)
                 elif depth < _MAX_DEPTH:
@@ -244,7 +251,12 @@ def _classify(files: list[Path], model_dirs: list[Path], root: Path, on_error: s
             )
             skipped += 1
             continue
-        kind = sniff(path)
+        try:
+            kind = sniff(path)
+        except CheckpointError as exc:  # unreadable (permissions, I/O error)
+            _problem(on_error, exc)
+            skipped += 1
+            continue
         if kind == "unknown" and name.endswith(".bin"):
             others.append(path)  # .bin is also a raw data suffix (nanoGPT's train.bin)
             continue

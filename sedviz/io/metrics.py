@@ -80,7 +80,10 @@ def _records_frame(records: list[dict], path: Path) -> pd.DataFrame:
 
 def _tidy(frame: pd.DataFrame, step_col: str, path: Path) -> pd.DataFrame:
     steps = pd.to_numeric(frame[step_col], errors="coerce")
-    keep = steps.notna()
+    keep = steps.notna() & np.isfinite(steps.to_numpy(dtype=float, na_value=np.nan))
+    if (steps.notna() & ~keep).any():
+        warnings.warn(f"{path}: {int((steps.notna() & ~keep).sum())} row(s) with an infinite {step_col!r} left out",
+                      UserWarning, stacklevel=4)
     steps = steps[keep]
     if len(steps) and not np.all(np.mod(steps.to_numpy(dtype=float), 1) == 0):
         raise _BadLog(f"has non-integer values in its {step_col!r} column")
