@@ -8,12 +8,13 @@ import torch
 from torch import nn
 
 from sedviz.errors import SedvizError
-from sedviz.layers import describe, is_buffer, matrix_view
+from sedviz.layers import describe, is_buffer, kinds_from_model, matrix_view
 from sedviz.pairs import Block, Operand, PairSpec, block_of, consecutive_pairs, operand_dim, operands
 
 
 def layers_of(model: nn.Module):
-    return [describe(n, t) for n, t in model.state_dict().items() if t.ndim >= 2 and not is_buffer(n, t)]
+    kinds = kinds_from_model(model)  # module types where the names do not tell (a transposed conv)
+    return [describe(n, t, kinds.get(n)) for n, t in model.state_dict().items() if t.ndim >= 2 and not is_buffer(n, t)]
 
 
 def layers_from(spec):
@@ -52,27 +53,27 @@ class ConvNet(nn.Module):
         self.conv1 = nn.Conv2d(3, 8, 3)
         self.bn1 = nn.BatchNorm2d(8)
         self.conv2 = nn.Conv2d(8, 16, (3, 5))
-        self.deconv = nn.ConvTranspose2d(16, 4, 3)
-        self.conv3 = nn.Conv2d(4, 4, 1)
+        self.conv3 = nn.ConvTranspose2d(16, 4, 3)
+        self.conv4 = nn.Conv2d(4, 4, 1)
         self.fc = nn.Linear(4, 2)
 
 
 def test_conv_pairs_take_the_centre_tap_of_the_later_kernel():
     pairs = consecutive_pairs(layers_of(ConvNet()))
     # conv2 view (16, 8*3*5): centre tap (1, 2) is flat index 1*5 + 2 = 7 of each 15-tap group.
-    # deconv stored (16, 4, 3, 3) -> view (4, 16*9): centre (1, 1) = index 4 of each 9-tap group.
+    # conv3 (transposed) stored (16, 4, 3, 3) -> view (4, 16*9): centre (1, 1) = index 4 of each 9-tap group.
     assert pairs == [
         one("conv1.weight", "conv2.weight", "conv->conv", take=(7, 120, 15)),
-        one("conv2.weight", "deconv.weight", "conv->conv_transpose", take=(4, 144, 9)),
-        one("deconv.weight", "conv3.weight", "conv_transpose->conv"),
-        one("conv3.weight", "fc.weight", "conv->linear"),
+        one("conv2.weight", "conv3.weight", "conv->conv_transpose", take=(4, 144, 9)),
+        one("conv3.weight", "conv4.weight", "conv_transpose->conv"),
+        one("conv4.weight", "fc.weight", "conv->unembed"),  # a top-level fc is the model's head
     ]
 
 
 def test_centre_take_selects_the_centre_tap_coordinates():
     net = ConvNet()
     infos = {l.name: l for l in layers_of(net)}
-    for name, module, centre in (("conv2.weight", net.conv2, (1, 2)), ("deconv.weight", net.deconv, (1, 1))):
+    for name, module, centre in (("conv2.weight", net.conv2, (1, 2)), ("conv3.weight", net.conv3, (1, 1))):
         pair = next(p for p in consecutive_pairs(list(infos.values())) if p.dst == name)
         take = pair.terms[0][1].take
         w = module.weight.detach()
