@@ -294,9 +294,10 @@ def _in_stack_container(name: str) -> bool:
 
 
 class _Detector:
-    def __init__(self, layers: list[LayerInfo], n_heads: int | None):
+    def __init__(self, layers: list[LayerInfo], n_heads: int | None, source: str = "n_heads"):
         self.geo = _Geometry(layers)
         self.n_heads = n_heads
+        self.source = source
         self.pairs: list[PairSpec] = []
         self.unknown_heads: tuple[str, int] | None = None  # (first layer, width) whose head count is unknown
         self.guessed_heads: tuple[str, int, int] | None = None  # (first layer, width, heads) guessed from the width
@@ -309,7 +310,10 @@ class _Detector:
     def heads(self, info: LayerInfo, d: int) -> int | None:
         if self.n_heads is not None:
             if d % self.n_heads:
-                raise SedvizError(f"n_heads={self.n_heads} does not divide the width {d} of {info.name!r}; pass the model's number of attention heads")
+                raise SedvizError(
+                    f"{self.source}={self.n_heads} does not divide the width {d} of {info.name!r}; pass the model's "
+                    "number of attention heads as n_heads=... (CLI: --n-heads N)"
+                )
             return self.n_heads
         h = _heads_for(self.geo.family, d)
         if h is None and self.unknown_heads is None:
@@ -528,7 +532,8 @@ class _Detector:
 # ---------------------------------------------------------------------------------- public API
 
 
-def consecutive_pairs(layers: list[LayerInfo], *, explicit=None, n_heads: int | None = None) -> list[PairSpec]:
+def consecutive_pairs(layers: list[LayerInfo], *, explicit=None, n_heads: int | None = None,
+                      n_heads_source: str = "n_heads") -> list[PairSpec]:
     """Architecture-aware consecutive pairs of a model's matrices (METHODS 3, Yunis et al. 2024 Eqn 3-4).
 
     Parameters
@@ -544,6 +549,7 @@ def consecutive_pairs(layers: list[LayerInfo], *, explicit=None, n_heads: int | 
         the model family and width decide it (GPT-2 d/64, Pythia/NeoX and Llama widths; the
         sedviz demo from ``sedviz.demo.CONFIG``), with a warning naming ``n_heads``; otherwise
         the per-head pairs are skipped with a warning.
+    n_heads_source : where ``n_heads`` came from, for error messages (a ``config.json``).
 
     Returns one :class:`PairSpec` per pair, with unique names ``"src -> dst"``, in the order of the
     forward pass. The module docstring lists the rules.
@@ -553,7 +559,7 @@ def consecutive_pairs(layers: list[LayerInfo], *, explicit=None, n_heads: int | 
         return _explicit(layers, explicit)
     if n_heads is not None and (isinstance(n_heads, bool) or not isinstance(n_heads, int) or n_heads < 1):
         raise SedvizError(f"n_heads={n_heads!r}: expected a positive integer (the number of attention heads) or None")
-    detector = _Detector(layers, n_heads)
+    detector = _Detector(layers, n_heads, n_heads_source)
     pairs = detector.run(layers)
     if detector.unknown_heads is not None:
         name, d = detector.unknown_heads
