@@ -294,8 +294,9 @@ def _in_stack_container(name: str) -> bool:
 
 
 class _Detector:
-    def __init__(self, layers: list[LayerInfo], n_heads: int | None, source: str = "n_heads"):
+    def __init__(self, layers: list[LayerInfo], n_heads: int | None, source: str = "n_heads", tied: bool | None = None):
         self.geo = _Geometry(layers)
+        self.tied = tied
         self.n_heads = n_heads
         self.source = source
         self.pairs: list[PairSpec] = []
@@ -519,21 +520,31 @@ class _Detector:
         return self.pairs
 
     def _tied_unembedding(self, layers: list[LayerInfo], writers: list[_Writer]) -> None:
-        """GPT-2 ties ``lm_head`` to ``wte`` (the tied copy is dropped from the layers): the last
-        writer then pairs with the token embedding read as the unembedding, input side = V."""
-        if self.geo.family != "gpt2" or any(l.kind == "unembed" for l in layers):
+        """A head tied to the token embedding (GPT-2 always; others when ``config.json`` says
+        ``tie_word_embeddings``) is stored once, as the embedding, so the model has no unembedding
+        layer: the last writer then pairs with the token embedding read as the unembedding, input
+        side = V."""
+        tied = self.tied if self.tied is not None else self.geo.family == "gpt2"
+        if not tied or any(l.kind == "unembed" for l in layers):
             return
-        wte = next((l for l in layers if l.kind == "embed" and re.search(r"(^|\.)wte\.weight$", l.name)), None)
-        for w in writers if wte is not None else []:
-            if w.dim == wte.cols:
-                self.add(w.info, wte, f"{w.info.kind}->unembed", [(w.op, Operand(wte.name, "right"))])
+        tokens = [l for l in layers if l.kind == "embed" and block_stack(l.name) is None and _token_table(l.name)]
+        emb = tokens[0] if tokens else None
+        for w in writers if emb is not None else []:
+            if w.dim == emb.cols:
+                self.add(w.info, emb, f"{w.info.kind}->unembed", [(w.op, Operand(emb.name, "right"))])
+
+
+def _token_table(name: str) -> bool:
+    from .layers import _EMBED_TOKEN, _split
+
+    return _split(name)[1] in _EMBED_TOKEN
 
 
 # ---------------------------------------------------------------------------------- public API
 
 
 def consecutive_pairs(layers: list[LayerInfo], *, explicit=None, n_heads: int | None = None,
-                      n_heads_source: str = "n_heads") -> list[PairSpec]:
+                      n_heads_source: str = "n_heads", tied_embeddings: bool | None = None) -> list[PairSpec]:
     """Architecture-aware consecutive pairs of a model's matrices (METHODS 3, Yunis et al. 2024 Eqn 3-4).
 
     Parameters
@@ -550,6 +561,8 @@ def consecutive_pairs(layers: list[LayerInfo], *, explicit=None, n_heads: int | 
         sedviz demo from ``sedviz.demo.CONFIG``), with a warning naming ``n_heads``; otherwise
         the per-head pairs are skipped with a warning.
     n_heads_source : where ``n_heads`` came from, for error messages (a ``config.json``).
+    tied_embeddings : the output head is the token embedding (``config.json``'s
+        ``tie_word_embeddings``); None: only for GPT-2, which always ties.
 
     Returns one :class:`PairSpec` per pair, with unique names ``"src -> dst"``, in the order of the
     forward pass. The module docstring lists the rules.
@@ -559,7 +572,7 @@ def consecutive_pairs(layers: list[LayerInfo], *, explicit=None, n_heads: int | 
         return _explicit(layers, explicit)
     if n_heads is not None and (isinstance(n_heads, bool) or not isinstance(n_heads, int) or n_heads < 1):
         raise SedvizError(f"n_heads={n_heads!r}: expected a positive integer (the number of attention heads) or None")
-    detector = _Detector(layers, n_heads, n_heads_source)
+    detector = _Detector(layers, n_heads, n_heads_source, tied_embeddings)
     pairs = detector.run(layers)
     if detector.unknown_heads is not None:
         name, d = detector.unknown_heads

@@ -126,7 +126,7 @@ def plan_run(name: str, state: dict, opts: Options, *, max_steps: int, reference
         if n_heads is None and getattr(config, "n_heads", None) is not None:
             n_heads, source = config.n_heads, f"{config.path}: the head count"
         pairs = pairs_mod.consecutive_pairs(layers, explicit=list(opts.pairs) if opts.pairs else None, n_heads=n_heads,
-                                            n_heads_source=source)
+                                            n_heads_source=source, tied_embeddings=getattr(config, "tied_embeddings", None))
     max_rank = max((min(li.rows, li.cols) for li in layers), default=1)
     total = sum(p.size for p in params)
     max_lag = _resolve_max_lag(opts.max_lag, total, max_steps, opts.exact_memory)
