@@ -466,7 +466,7 @@ def _discover_hub_cache(root: Path, *, name: str | None, on_error: str) -> RunSo
                 ),
             )
             continue
-        by_snapshot.setdefault(snapshot, []).append((ref.name, step_from_name(ref.name)))
+        by_snapshot.setdefault(snapshot, []).append((ref.name, step_from_name(ref.name, tagged_only=True)))
     found: dict[int, CheckpointRef] = {}
     unstepped = []
     for snapshot, revisions in by_snapshot.items():
