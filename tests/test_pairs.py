@@ -451,3 +451,27 @@ def test_torch_transformer_and_recurrent_models_pt_equals_safetensors(tmp_path):
     assert [(s.split(".")[-1], d.split(".")[-1]) for s, d, _ in pairs] == [
         ("weight", "weight_ih_l0"), ("weight_ih_l0", "weight_hh_l0"), ("weight_hh_l0", "weight_ih_l1"),
         ("weight_ih_l1", "weight_hh_l1"), ("weight_hh_l1", "weight")]
+
+
+def test_cli_n_heads_kinds_and_pairs(tmp_path, capsys):
+    from sedviz.cli import main
+
+    model = MinimalTransformer("attn", ("q", "k", "v", "o"), n_layer=1)
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(model.state_dict(), run / "step_1.pt")
+    q, k = "blocks.0.attn.q.weight", "blocks.0.attn.k.weight"
+    args = ["compute", str(run), "-q", "--no-sketch", "--no-sva", "--max-lag", "none"]
+    with pytest.warns(UserWarning, match="--n-heads"):
+        assert main(args + ["-o", str(tmp_path / "a.zarr")]) == 0
+    assert f"{q} -> {k}" not in sedviz.open(tmp_path / "a.zarr").pair.values  # heads unknown: no qk
+    assert main(args + ["-o", str(tmp_path / "b.zarr"), "--n-heads", "2", "--kinds", "head.weight=linear"]) == 0
+    ds = sedviz.open(tmp_path / "b.zarr")
+    assert str(ds.pair_kind.sel(pair=f"{q} -> {k}").values) == "qk"
+    assert str(ds.layer_kind.sel(layer="head.weight").values) == "linear"
+    (tmp_path / "pairs.json").write_text(json.dumps([[q, k], ["blocks.0.mlp.fc1.weight", "blocks.0.mlp.fc2.weight"]]))
+    assert main(args + ["-o", str(tmp_path / "c.zarr"), "--pairs", str(tmp_path / "pairs.json")]) == 0
+    assert sedviz.open(tmp_path / "c.zarr").pair.values.tolist() == [f"{q} -> {k}", "blocks.0.mlp.fc1.weight -> blocks.0.mlp.fc2.weight"]
+    (tmp_path / "bad.json").write_text("{")
+    assert main(args + ["-o", str(tmp_path / "d.zarr"), "--pairs", str(tmp_path / "bad.json")]) == 2
+    assert "--pairs" in capsys.readouterr().err
