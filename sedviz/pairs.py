@@ -23,13 +23,20 @@ row/column block of it taken before the SVD):
 
 Which pairs are consecutive (residual connections are not followed):
 
+- Layers are taken in the canonical module order read from their names
+  (:func:`sedviz.layers.canonical_order`), never in file order.
 - transformer: every embedding -> first attention input; per head Q^h vs K^h (left vectors of
   both, one term per head, ``qk``); V -> O (``vo``; per head when V is not one contiguous block of
   the width of O's input: NeoX interleaving, grouped-query attention); O -> MLP input(s); MLP
-  input(s) -> MLP output; MLP output -> next block's attention input(s); last -> unembedding.
-  Separate ``q_proj``/``k_proj``/``v_proj`` are each an attention input. A cross-attention's
-  residual input is its Q block only. The chain restarts when a new stack of blocks begins
-  (``encoder.layers`` -> ``decoder.layers``).
+  input(s) -> MLP output; MLP output -> next block's attention input(s); last -> unembedding, or
+  the token embedding read as the unembedding when the head is tied to it (GPT-2; others when
+  ``config.json`` says ``tie_word_embeddings``). Separate ``q_proj``/``k_proj``/``v_proj`` are
+  each an attention input. A new stack of blocks (``encoder.layers`` -> ``decoder.layers``) reads
+  the model's shared input embeddings (T5's ``shared``), not the last stack; a cross-attention's
+  residual input is its Q block only, and its K and V (rows [d, 3d) of a fused matrix) read the
+  previous stack's output.
+- residual branches (ResNet ``downsample``, ``shortcut``): read the block's input and write beside
+  the block's main path, so both pair with the next block's first layer.
 - MLP and conv stacks, and anything else: each matrix -> the next one in module order when the
   inner dimensions match (rows of the earlier == input width of the later).
 - Recurrent (``nn.LSTM``/``GRU``/``RNN`` names ``weight_ih_lN``/``weight_hh_lN``): the output side
@@ -49,14 +56,13 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from .errors import SedvizError
-from .layers import _DECODER_RE, _ENCODER_RE, _GPT2_CONV1D_RE, _SHORTCUT_RE, LayerInfo, block_stack, in_forward_order
+from .layers import _CROSS_PARENT_RE, _DECODER_RE, _ENCODER_RE, _GPT2_CONV1D_RE, _SHORTCUT_RE, LayerInfo, block_stack, in_forward_order
 
 __all__ = ["Operand", "PairSpec", "Block", "consecutive_pairs", "operands", "block_of", "operand_dim"]
 
 _SIDES = ("left", "right")
 _ATTN_IN = ("attn_qkv", "attn_q", "attn_k", "attn_v")
 _RECURRENT_RE = re.compile(r"^(?P<mod>.*?)weight_(?P<which>ih|hh)_l(?P<n>\d+)(?P<rev>_reverse)?$")
-_CROSS_RE = re.compile(r"(multihead_attn|crossattention|cross_attn|encoder_attn|EncDecAttention)", re.I)
 
 # Attention heads of well-known model families by model width, where the width decides it.
 _GPT2_HEAD_DIM = 64
@@ -311,9 +317,10 @@ class _Detector:
     def heads(self, info: LayerInfo, d: int) -> int | None:
         if self.n_heads is not None:
             if d % self.n_heads:
+                given = f"n_heads={self.n_heads}" if self.source == "n_heads" else f"{self.n_heads} heads ({self.source})"
                 raise SedvizError(
-                    f"{self.source}={self.n_heads} does not divide the width {d} of {info.name!r}; pass the model's "
-                    "number of attention heads as n_heads=... (CLI: --n-heads N)"
+                    f"{given} does not divide the width {d} of {info.name!r}; pass the model's number of attention "
+                    "heads as n_heads=... (CLI: --n-heads N)"
                 )
             return self.n_heads
         h = _heads_for(self.geo.family, d)
@@ -366,7 +373,7 @@ class _Detector:
     def attention(self, st: _Stage, writers: list[_Writer]) -> list[_Writer]:
         by = {l.kind: l for l in st.layers}
         out = by.get("attn_out")
-        cross = bool(_CROSS_RE.search(st.layers[0].name))
+        cross = bool(_CROSS_PARENT_RE.search(st.layers[0].name))
         readers = [by["attn_qkv"]] if "attn_qkv" in by else [by[k] for k in ("attn_q", "attn_k", "attn_v") if k in by]
         self.chain(writers, readers, cross=cross)
         if cross:
