@@ -45,8 +45,9 @@ _V = {"v_proj", "value", "W_V", "wv", "to_v", "v_lin", "value_proj", "v"}
 _O = {"o_proj", "out_proj", "W_O", "to_out", "out_lin", "o", "attn_out"}
 _O_IN_ATTN = {"c_proj", "dense", "wo", "proj", "out", "output"}
 _MLP_IN = {"c_fc", "fc_in", "fc1", "dense_h_to_4h", "up_proj", "gate_proj", "w1", "w3", "wi", "wi_0", "wi_1",
-           "W_in", "linear1", "lin1", "in", "fc", "gate_up_proj"}
-_MLP_OUT = {"fc_out", "fc2", "dense_4h_to_h", "down_proj", "w2", "W_out", "linear2", "lin2", "wo", "c_proj", "out", "proj"}
+           "W_in", "linear1", "lin1", "in", "fc", "up", "gate", "gate_up_proj"}
+_MLP_OUT = {"fc_out", "fc2", "dense_4h_to_h", "down_proj", "w2", "W_out", "linear2", "lin2", "wo", "c_proj", "out", "proj",
+            "down"}
 _ATTN_PARENT_RE = re.compile(r"(att|mha|msa)", re.I)
 _CROSS_PARENT_RE = re.compile(r"(multihead_attn|crossattention|cross_attn|encoder_attn|EncDecAttention|cross_attention)", re.I)
 _MLP_PARENT_RE = re.compile(r"(mlp|ffn|^ff$|feed_?forward|DenseReluDense|intermediate)", re.I)
@@ -165,9 +166,9 @@ def layer_kind(name: str, shape: tuple[int, ...]) -> str:
             return kind
     if in_attn and not in_mlp and leaf in _O_IN_ATTN:
         return "attn_out"
-    if leaf in _MLP_IN and (leaf not in ("in", "fc") or in_mlp):
+    if leaf in _MLP_IN and (leaf not in ("in", "fc", "up", "gate") or in_mlp):
         return "mlp_in"
-    if leaf in _MLP_OUT and (leaf not in ("out", "proj", "c_proj", "wo") or in_mlp):
+    if leaf in _MLP_OUT and (leaf not in ("out", "proj", "c_proj", "wo", "down") or in_mlp):
         return "mlp_out"
     return "linear"
 
@@ -390,14 +391,22 @@ def canonical_order(layers: list[LayerInfo], *, notes: list | None = None) -> li
         else:
             place = 1
         stack = 0 if _ENCODER_RE.match(c) else 2 if _DECODER_RE.match(c) else 1
-        rank = min(_role_rank(l) for l in subtree)
+        rank = min(rank_of[l.name] for l in subtree)
         m = _LSTM_RE.search(c)
         nat = (1, (int(m.group(2)), bool(m.group(3)), m.group(1) == "hh")) if m else (2, _natural(c))
         return (place, stack, rank, nat)
 
+    cache: dict[tuple[str, ...], tuple] = {}  # one key per module path: linear in the number of layers
+
+    def cached(prefix: tuple[str, ...]):
+        if prefix not in cache:
+            cache[prefix] = key(prefix)
+        return cache[prefix]
+
+    rank_of = {n: _role_rank(l) for n, l in infos.items()}
     keys: dict[str, tuple] = {}
     for n, ps in parts.items():
-        keys[n] = tuple(key(tuple(ps[:i])) for i in range(1, len(ps) + 1))
+        keys[n] = tuple(cached(tuple(ps[:i])) for i in range(1, len(ps) + 1))
     order = sorted(infos, key=lambda n: keys[n])
     if notes is not None:
         seen = set()
