@@ -25,6 +25,7 @@ def _compute(args) -> int:
         align=not args.no_align, sva=not args.no_sva, sketch=not args.no_sketch, sketch_dim=args.sketch_dim,
         sketch_seed=args.sketch_seed, windows=tuple(args.windows), max_lag=_max_lag(args.max_lag),
         on_error=args.on_error, client=client, store_format=args.format, progress=not args.quiet,
+        n_heads=args.n_heads, kinds=_kinds(args.kinds), pairs=_pairs(args.pairs),
     )
     print(summary(ds))
     return 0
@@ -39,6 +40,42 @@ def _max_lag(text):
         return int(text)
     except ValueError:
         raise SedvizError(f"--max-lag {text!r}: use auto, all, none or a whole number") from None
+
+
+def _json_file(path: str, option: str, expected: str):
+    import json
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SedvizError(f"{option} {path}: not a readable JSON file ({exc}); it must hold {expected}") from None
+
+
+def _kinds(items):
+    """``--kinds`` NAME=KIND ... or a JSON file {name: kind} -> dict (None when not given)."""
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        if "=" in item:
+            name, kind = item.rsplit("=", 1)
+            out[name] = kind
+            continue
+        data = _json_file(item, "--kinds", 'an object {"layer name": "kind"}')
+        if not isinstance(data, dict):
+            raise SedvizError(f'--kinds {item}: expected a JSON object {{"layer name": "kind"}}')
+        out.update({str(k): str(v) for k, v in data.items()})
+    return out
+
+
+def _pairs(path):
+    """``--pairs`` FILE: a JSON list of [src, dst] layer names -> list of tuples (None when not given)."""
+    if not path:
+        return None
+    data = _json_file(path, "--pairs", 'a list of ["src layer", "dst layer"] pairs')
+    if not isinstance(data, list) or not all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in data):
+        raise SedvizError(f'--pairs {path}: expected a JSON list of ["src layer", "dst layer"] pairs')
+    return [tuple(p) for p in data]
 
 
 def _info(args) -> int:
@@ -100,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--sketch-dim", type=int, default=None, help="sketch dimension (default 10 x the largest window)")
     c.add_argument("--sketch-seed", type=int, default=0)
     c.add_argument("--max-lag", default="auto", help="exact update dot products: auto, all, none or a lag")
+    c.add_argument("--n-heads", type=int, help="attention heads, for per-head Q/K and V/O pairs (default: config.json beside the weights)")
+    c.add_argument("--kinds", nargs="+", metavar="NAME=KIND|FILE",
+                   help="layer kinds the names do not reveal: NAME=KIND items, or a JSON file {name: kind}")
+    c.add_argument("--pairs", metavar="FILE", help='consecutive pairs instead of detection: a JSON file [["src", "dst"], ...]')
     c.add_argument("--on-error", default="raise", choices=["raise", "skip"], help="bad checkpoint: stop, or warn and skip it")
     c.add_argument("--scheduler", help="address of a dask.distributed scheduler to spread checkpoints over")
     c.add_argument("--format", choices=["zarr", "netcdf"], help="store format (default from the file name)")

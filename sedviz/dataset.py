@@ -15,6 +15,7 @@ import xarray as xr
 
 from ._version import __version__
 from .errors import StoreError
+from .io.metrics import split_summary
 
 SCHEMA_VERSION = 1
 
@@ -82,19 +83,48 @@ def run_dataset(records: list[dict], *, layers, params, pairs, max_rank: int) ->
 
 
 def align_metrics(metrics: pd.DataFrame, steps: np.ndarray) -> pd.DataFrame:
-    """Metric rows at the checkpoint steps: exact step, else the nearest logged step within half
-    the smallest checkpoint spacing (loggers often record eval a step after the save)."""
+    """Each metric column at the checkpoint steps, matched column by column (docs/schema.md).
+
+    A checkpoint at step ``c`` takes, for each column separately, the value logged at the nearest
+    step ``s`` with a value in that column, when ``s`` lies within half the gap to the
+    neighbouring checkpoint on its side (``c - s <= (c - c_prev) / 2`` before it,
+    ``s - c <= (c_next - c) / 2`` after it; the first and last checkpoints use their one gap on
+    both sides; a lone checkpoint takes exact steps only). On a tie the later step wins (an eval
+    logged just after a save describes the saved weights). So validation logged every 25 steps
+    fills the checkpoints saved every 15 that have a validation step within 7.5 steps, whatever
+    other columns were logged at other steps. Columns with no value in reach are NaN there.
+    """
+    steps = np.asarray(steps, dtype=np.int64)
+    out = pd.DataFrame(index=pd.Index(steps, name="step"))
     if metrics is None or metrics.empty or len(steps) == 0:
-        return pd.DataFrame(index=pd.Index(steps, name="step"))
-    steps = np.sort(np.asarray(steps, dtype=np.int64))
-    spacing = np.diff(steps).min() if len(steps) > 1 else 1
-    tol = max(0, int(spacing // 2))
-    m = metrics.sort_index()
-    left = pd.DataFrame({"step": steps})
-    right = m.reset_index().rename(columns={m.index.name or "index": "step"})
-    right["step"] = right["step"].astype(np.int64)
-    out = pd.merge_asof(left, right, on="step", direction="nearest", tolerance=tol)
-    return out.set_index("step")
+        return out
+    ck = np.sort(steps).astype(np.float64)
+    gaps = np.diff(ck)
+    if len(ck) > 1:
+        before = np.concatenate([[gaps[0]], gaps]) / 2
+        after = np.concatenate([gaps, [gaps[-1]]]) / 2
+    else:
+        before = after = np.zeros(1)
+    logged = metrics.sort_index()
+    index = logged.index.to_numpy(dtype=np.float64)
+    for col in logged.columns:
+        values = pd.to_numeric(logged[col], errors="coerce").to_numpy(dtype=np.float64)
+        have = ~np.isnan(values)
+        s, v = index[have], values[have]
+        got = np.full(len(ck), np.nan)
+        if len(s):
+            hi = np.searchsorted(s, ck, side="left")  # first logged step >= c
+            lo = hi - 1  # last logged step < c
+            for i, c in enumerate(ck):
+                best = None
+                if hi[i] < len(s) and s[hi[i]] - c <= after[i]:
+                    best = hi[i]
+                if lo[i] >= 0 and c - s[lo[i]] <= before[i] and (best is None or c - s[lo[i]] < s[best] - c):
+                    best = lo[i]
+                if best is not None:
+                    got[i] = v[best]
+        out[col] = pd.Series(got, index=ck.astype(np.int64)).reindex(steps).to_numpy()
+    return out
 
 
 def assemble(
@@ -129,12 +159,16 @@ def assemble(
     for dim, table in (("layer", layer_coords), ("pair", pair_coords), ("param", param_coords)):
         if table is not None and dim in out.dims:
             out = out.assign_coords({c: (dim, table[c].values) for c in table.columns})
+    summaries: dict[str, dict[str, float]] = {}
     if metrics:
         cols: dict[str, np.ndarray] = {}
         for i, n in enumerate(names):
             df = metrics.get(n)
             if df is None or df.empty:
                 continue
+            df, summary = split_summary(df)
+            if summary:
+                summaries[n] = summary
             own = runs[n].step.values
             al = align_metrics(df, own).reindex(steps)
             for c in al.columns:
@@ -148,6 +182,8 @@ def assemble(
     if run_attrs:
         for key in ("sources", "checkpoints", "sva_reference_step"):
             out.attrs[key] = json.dumps({n: run_attrs.get(n, {}).get(key) for n in names})
+    if summaries:
+        out.attrs["summary"] = json.dumps(summaries)
     return out
 
 

@@ -23,13 +23,20 @@ row/column block of it taken before the SVD):
 
 Which pairs are consecutive (residual connections are not followed):
 
+- Layers are taken in the canonical module order read from their names
+  (:func:`sedviz.layers.canonical_order`), never in file order.
 - transformer: every embedding -> first attention input; per head Q^h vs K^h (left vectors of
   both, one term per head, ``qk``); V -> O (``vo``; per head when V is not one contiguous block of
   the width of O's input: NeoX interleaving, grouped-query attention); O -> MLP input(s); MLP
-  input(s) -> MLP output; MLP output -> next block's attention input(s); last -> unembedding.
-  Separate ``q_proj``/``k_proj``/``v_proj`` are each an attention input. A cross-attention's
-  residual input is its Q block only. The chain restarts when a new stack of blocks begins
-  (``encoder.layers`` -> ``decoder.layers``).
+  input(s) -> MLP output; MLP output -> next block's attention input(s); last -> unembedding, or
+  the token embedding read as the unembedding when the head is tied to it (GPT-2; others when
+  ``config.json`` says ``tie_word_embeddings``). Separate ``q_proj``/``k_proj``/``v_proj`` are
+  each an attention input. A new stack of blocks (``encoder.layers`` -> ``decoder.layers``) reads
+  the model's shared input embeddings (T5's ``shared``), not the last stack; a cross-attention's
+  residual input is its Q block only, and its K and V (rows [d, 3d) of a fused matrix) read the
+  previous stack's output.
+- residual branches (ResNet ``downsample``, ``shortcut``): read the block's input and write beside
+  the block's main path, so both pair with the next block's first layer.
 - MLP and conv stacks, and anything else: each matrix -> the next one in module order when the
   inner dimensions match (rows of the earlier == input width of the later).
 - Recurrent (``nn.LSTM``/``GRU``/``RNN`` names ``weight_ih_lN``/``weight_hh_lN``): the output side
@@ -49,15 +56,13 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from .errors import SedvizError
-from .layers import LayerInfo
+from .layers import _CROSS_PARENT_RE, _DECODER_RE, _ENCODER_RE, _GPT2_CONV1D_RE, _SHORTCUT_RE, LayerInfo, block_stack, in_forward_order
 
 __all__ = ["Operand", "PairSpec", "Block", "consecutive_pairs", "operands", "block_of", "operand_dim"]
 
 _SIDES = ("left", "right")
 _ATTN_IN = ("attn_qkv", "attn_q", "attn_k", "attn_v")
 _RECURRENT_RE = re.compile(r"^(?P<mod>.*?)weight_(?P<which>ih|hh)_l(?P<n>\d+)(?P<rev>_reverse)?$")
-_CROSS_RE = re.compile(r"(multihead_attn|crossattention|cross_attn|encoder_attn|EncDecAttention)", re.I)
-_GPT2_CONV1D_RE = re.compile(r"(^|\.)(c_attn|c_proj|c_fc)\.weight$")
 
 # Attention heads of well-known model families by model width, where the width decides it.
 _GPT2_HEAD_DIM = 64
@@ -132,10 +137,11 @@ def block_of(matrix, key):
 
 def operand_dim(op: Operand, info: LayerInfo) -> int:
     """Length of the operand's vectors: block height (left) or width (right), after ``take``."""
+    view_rows, view_cols = info.view_shape
     if op.side == "left":
-        n = (op.rows[1] - op.rows[0]) if op.rows else info.rows
+        n = (op.rows[1] - op.rows[0]) if op.rows else view_rows
     else:
-        n = (op.cols[1] - op.cols[0]) if op.cols else info.cols
+        n = (op.cols[1] - op.cols[0]) if op.cols else view_cols
     return len(range(n)[slice(*op.take)]) if op.take else n
 
 
@@ -148,20 +154,13 @@ class _Geometry:
     def __init__(self, layers: list[LayerInfo]):
         self.info = {l.name: l for l in layers}
         self.family = _family(layers)
-        self.transposed: set[str] = set()
-        if self.family == "gpt2":
-            c_attn = next((l for l in layers if _GPT2_CONV1D_RE.search(l.name) and "c_attn" in l.name), None)
-            if c_attn is not None and c_attn.cols == 3 * c_attn.rows:  # stored (in, out): Conv1D
-                self.transposed = {l.name for l in layers if _GPT2_CONV1D_RE.search(l.name) and len(l.shape) == 2}
 
     def out_dim(self, info: LayerInfo) -> int:
-        if info.kind == "embed" or info.name in self.transposed:
-            return info.cols
-        return info.rows
+        return info.cols if info.kind == "embed" else info.rows
 
     def out_op(self, info: LayerInfo, block: tuple[int, int] | None = None) -> Operand:
         """Output side, optionally only the output coordinates [start, stop) (a row block)."""
-        if info.kind == "embed" or info.name in self.transposed:
+        if info.kind == "embed" or info.transposed:
             return Operand(info.name, "right", cols=block)
         return Operand(info.name, "left", rows=block)
 
@@ -169,7 +168,7 @@ class _Geometry:
         """Input side, optionally only the input coordinates [start, stop); None for embeddings."""
         if info.kind == "embed":
             return None
-        if info.name in self.transposed:
+        if info.transposed:
             return Operand(info.name, "left", rows=block)
         if len(info.shape) >= 3:  # conv: the c_in coordinates at the centre tap of the kernel
             if block is not None:
@@ -178,11 +177,15 @@ class _Geometry:
         return Operand(info.name, "right", cols=block)
 
     def in_dim(self, info: LayerInfo) -> int:
-        if info.name in self.transposed:
-            return info.rows
-        if len(info.shape) >= 3:
+        if len(info.shape) >= 3 and info.kind != "embed":
             return info.shape[0] if info.kind == "conv_transpose" else info.shape[1]
         return info.cols
+
+    def rows_op(self, info: LayerInfo, rows: tuple[int, int]) -> Operand:
+        """Input side of the output rows [start, stop) only (the K and V blocks of a fused Q/K/V)."""
+        if info.transposed:
+            return Operand(info.name, "left", cols=rows)
+        return Operand(info.name, "right", rows=rows)
 
 
 def _centre_take(info: LayerInfo) -> tuple[int, int, int] | None:
@@ -282,20 +285,30 @@ def _build_stages(layers: list[LayerInfo]) -> list[_Stage]:
     return stages
 
 
-def _stack(info: LayerInfo) -> str | None:
-    """Name prefix before the block index (``encoder.layers`` of ``encoder.layers.3.x``), None outside blocks."""
-    if info.depth < 0:
-        return None
-    m = re.search(rf"(^|\.){info.depth}\.", info.name)
-    return info.name[: m.start()] if m else None  # a depth from elsewhere (LSTM layer index) is no block
+def _shortcut_of(name: str) -> str | None:
+    """The block path a residual-branch layer belongs to (``layer2.0`` of ``layer2.0.downsample.0.weight``)."""
+    parts = name.split(".")
+    for i, p in enumerate(parts[:-1]):
+        if _SHORTCUT_RE.match(p):
+            return ".".join(parts[:i]) or None
+    return None
+
+
+def _in_stack_container(name: str) -> bool:
+    """Under an ``encoder``/``decoder`` module (its own embeddings), not shared by the model."""
+    return any(_ENCODER_RE.match(p) or _DECODER_RE.match(p) for p in name.split(".")[:-1])
 
 
 class _Detector:
-    def __init__(self, layers: list[LayerInfo], n_heads: int | None):
+    def __init__(self, layers: list[LayerInfo], n_heads: int | None, source: str = "n_heads", tied: bool | None = None):
         self.geo = _Geometry(layers)
+        self.tied = tied
         self.n_heads = n_heads
+        self.source = source
         self.pairs: list[PairSpec] = []
         self.unknown_heads: tuple[str, int] | None = None  # (first layer, width) whose head count is unknown
+        self.guessed_heads: tuple[str, int, int] | None = None  # (first layer, width, heads) guessed from the width
+        self.memory: list[_Writer] = []  # the encoder's output, read by cross-attention K and V
 
     # -- helpers
     def add(self, src: LayerInfo, dst: LayerInfo, kind: str, terms) -> None:
@@ -304,11 +317,17 @@ class _Detector:
     def heads(self, info: LayerInfo, d: int) -> int | None:
         if self.n_heads is not None:
             if d % self.n_heads:
-                raise SedvizError(f"n_heads={self.n_heads} does not divide the width {d} of {info.name!r}; pass the model's number of attention heads")
+                given = f"n_heads={self.n_heads}" if self.source == "n_heads" else f"{self.n_heads} heads ({self.source})"
+                raise SedvizError(
+                    f"{given} does not divide the width {d} of {info.name!r}; pass the model's number of attention "
+                    "heads as n_heads=... (CLI: --n-heads N)"
+                )
             return self.n_heads
         h = _heads_for(self.geo.family, d)
         if h is None and self.unknown_heads is None:
             self.unknown_heads = (info.name, d)
+        if h is not None and self.geo.family != "demo" and self.guessed_heads is None:
+            self.guessed_heads = (info.name, d, h)
         return h
 
     def chain(self, writers: list[_Writer], readers: list[LayerInfo], *, cross: bool = False) -> None:
@@ -328,10 +347,23 @@ class _Detector:
         """A cross-attention reads the residual stream through its Q block only."""
         if r.kind != "attn_qkv":
             return op if r.kind == "attn_q" else None
-        d = self.geo.in_dim(r)
-        if r.name in self.geo.transposed:
-            return Operand(r.name, "left", cols=(0, d))
-        return Operand(r.name, "right", rows=(0, d))
+        return self.geo.rows_op(r, (0, self.geo.in_dim(r)))
+
+    def cross_memory(self, readers: list[LayerInfo]) -> None:
+        """A cross-attention's K and V read the encoder's output (the last writers of the previous stack)."""
+        for w in self.memory:
+            for r in readers:
+                if r.kind == "attn_qkv":
+                    d = self.geo.in_dim(r)
+                    if self.geo.out_dim(r) != 3 * d:
+                        continue
+                    op = self.geo.rows_op(r, (d, 3 * d))
+                elif r.kind in ("attn_k", "attn_v"):
+                    op = self.geo.in_op(r)
+                else:
+                    continue
+                if op is not None and operand_dim(op, r) == w.dim:
+                    self.add(w.info, r, f"{w.info.kind}->{r.kind}", [(w.op, op)])
 
     def writer(self, info: LayerInfo, block=None, feeds=None) -> _Writer:
         op = self.geo.out_op(info, block)
@@ -341,9 +373,11 @@ class _Detector:
     def attention(self, st: _Stage, writers: list[_Writer]) -> list[_Writer]:
         by = {l.kind: l for l in st.layers}
         out = by.get("attn_out")
-        cross = bool(_CROSS_RE.search(st.layers[0].name))
+        cross = bool(_CROSS_PARENT_RE.search(st.layers[0].name))
         readers = [by["attn_qkv"]] if "attn_qkv" in by else [by[k] for k in ("attn_q", "attn_k", "attn_v") if k in by]
         self.chain(writers, readers, cross=cross)
+        if cross:
+            self.cross_memory(readers)
         if "attn_qkv" in by:
             self._fused(by["attn_qkv"], out)
         else:
@@ -457,68 +491,110 @@ class _Detector:
     def run(self, layers: list[LayerInfo]) -> list[PairSpec]:
         writers: list[_Writer] = []
         stack = None
+        entry: dict[str, list[_Writer]] = {}  # module path -> the writers its first layer read
+        inputs = [l for l in layers if l.kind == "embed" and block_stack(l.name) is None and not _in_stack_container(l.name)]
         for st in _build_stages(layers):
-            s = _stack(st.layers[0])
+            first = st.layers[0]
+            s = block_stack(first.name)
             if s is not None:
                 if stack is not None and s != stack:
-                    writers = []  # a new stack of blocks (encoder -> decoder) does not read the last one
+                    # a new stack of blocks (encoder -> decoder) reads the model's shared input
+                    # embeddings (T5's ``shared``), not the last stack; its cross-attention reads that
+                    self.memory = writers
+                    writers = [self.writer(e) for e in inputs]
                 stack = s
+            parts = first.name.split(".")
+            for i in range(1, len(parts)):
+                entry.setdefault(".".join(parts[:i]), writers)
             if st.kind == "embed":
-                writers = writers + [self.writer(st.layers[0])]
+                writers = writers + [self.writer(first)]
             elif st.kind == "attn":
                 writers = self.attention(st, writers)
             elif st.kind == "mlp":
                 writers = self.mlp(st, writers)
             elif st.kind == "rnn":
                 writers = self.recurrent(st, writers)
+            elif _shortcut_of(first.name) is not None:
+                # a residual branch (ResNet ``downsample``) reads the block's input and writes
+                # beside the block's main path
+                block_input = entry.get(_shortcut_of(first.name), [])
+                self.chain(block_input, [first])
+                writers = [w for w in writers if _shortcut_of(w.info.name) is None] + [self.writer(first)]
             else:
                 self.chain(writers, st.layers)
-                writers = [self.writer(st.layers[0])]
+                writers = [self.writer(first)]
         self._tied_unembedding(layers, writers)
         return self.pairs
 
     def _tied_unembedding(self, layers: list[LayerInfo], writers: list[_Writer]) -> None:
-        """GPT-2 ties ``lm_head`` to ``wte`` (the tied copy is dropped from the layers): the last
-        writer then pairs with the token embedding read as the unembedding, input side = V."""
-        if self.geo.family != "gpt2" or any(l.kind == "unembed" for l in layers):
+        """A head tied to the token embedding (GPT-2 always; others when ``config.json`` says
+        ``tie_word_embeddings``) is stored once, as the embedding, so the model has no unembedding
+        layer: the last writer then pairs with the token embedding read as the unembedding, input
+        side = V."""
+        tied = self.tied if self.tied is not None else self.geo.family == "gpt2"
+        if not tied or any(l.kind == "unembed" for l in layers):
             return
-        wte = next((l for l in layers if l.kind == "embed" and re.search(r"(^|\.)wte\.weight$", l.name)), None)
-        for w in writers if wte is not None else []:
-            if w.dim == wte.cols:
-                self.add(w.info, wte, f"{w.info.kind}->unembed", [(w.op, Operand(wte.name, "right"))])
+        tokens = [l for l in layers if l.kind == "embed" and block_stack(l.name) is None and _token_table(l.name)]
+        emb = tokens[0] if tokens else None
+        for w in writers if emb is not None else []:
+            if w.dim == emb.cols:
+                self.add(w.info, emb, f"{w.info.kind}->unembed", [(w.op, Operand(emb.name, "right"))])
+
+
+def _token_table(name: str) -> bool:
+    from .layers import _EMBED_TOKEN, _split
+
+    return _split(name)[1] in _EMBED_TOKEN
 
 
 # ---------------------------------------------------------------------------------- public API
 
 
-def consecutive_pairs(layers: list[LayerInfo], *, explicit=None, n_heads: int | None = None) -> list[PairSpec]:
+def consecutive_pairs(layers: list[LayerInfo], *, explicit=None, n_heads: int | None = None,
+                      n_heads_source: str = "n_heads", tied_embeddings: bool | None = None) -> list[PairSpec]:
     """Architecture-aware consecutive pairs of a model's matrices (METHODS 3, Yunis et al. 2024 Eqn 3-4).
 
     Parameters
     ----------
-    layers : the model's matrices in state-dict (module) order, from :func:`sedviz.layers.describe`.
+    layers : the model's matrices, from :func:`sedviz.layers.model_layers` (or
+        :func:`sedviz.layers.describe`). They are taken in the canonical module order read from
+        their names (:func:`sedviz.layers.canonical_order`), whatever order they come in.
     explicit : overrides detection: a list of ``("src", "dst")`` layer names (output side of src
         against input side of dst, whole matrices, conv centre tap, embedding and GPT-2 sides as
         above) or :class:`PairSpec` objects used as given.
-    n_heads : attention heads, for the per-head Q/K pairs. Without it the count is inferred where
-        the model family and width decide it (sedviz demo from ``sedviz.demo.CONFIG``, GPT-2 d/64,
-        Pythia/NeoX and Llama widths); otherwise those pairs are skipped with a warning.
+    n_heads : attention heads, for the per-head Q/K pairs (``sedviz.compute`` passes the run's
+        ``config.json`` value when the caller gives none). Without it the count is guessed where
+        the model family and width decide it (GPT-2 d/64, Pythia/NeoX and Llama widths; the
+        sedviz demo from ``sedviz.demo.CONFIG``), with a warning naming ``n_heads``; otherwise
+        the per-head pairs are skipped with a warning.
+    n_heads_source : where ``n_heads`` came from, for error messages (a ``config.json``).
+    tied_embeddings : the output head is the token embedding (``config.json``'s
+        ``tie_word_embeddings``); None: only for GPT-2, which always ties.
 
     Returns one :class:`PairSpec` per pair, with unique names ``"src -> dst"``, in the order of the
     forward pass. The module docstring lists the rules.
     """
-    layers = list(layers)
+    layers = in_forward_order(layers)
     if explicit is not None:
         return _explicit(layers, explicit)
-    if n_heads is not None and (not isinstance(n_heads, int) or n_heads < 1):
+    if n_heads is not None and (isinstance(n_heads, bool) or not isinstance(n_heads, int) or n_heads < 1):
         raise SedvizError(f"n_heads={n_heads!r}: expected a positive integer (the number of attention heads) or None")
-    detector = _Detector(layers, n_heads)
+    detector = _Detector(layers, n_heads, n_heads_source, tied_embeddings)
     pairs = detector.run(layers)
     if detector.unknown_heads is not None:
         name, d = detector.unknown_heads
         warnings.warn(
             f"sedviz.pairs: cannot tell the number of attention heads of {name!r} (width {d}); per-head pairs "
-            "(Q/K, and V/O where V is split by heads) are skipped. Pass n_heads=... to include them.",
+            "(Q/K, and V/O where V is split by heads) are skipped. Pass n_heads=... (CLI: --n-heads N), or keep "
+            "the model's config.json beside its weights, to include them.",
+            stacklevel=2,
+        )
+    elif detector.guessed_heads is not None:
+        name, d, h = detector.guessed_heads
+        warnings.warn(
+            f"sedviz.pairs: guessed {h} attention heads for {name!r} from its width {d} (no config.json with the head "
+            "count was found); the per-head Q/K and V/O pairs depend on it. Pass n_heads=... (CLI: --n-heads N) to "
+            "set it.",
             stacklevel=2,
         )
     out: dict[str, PairSpec] = {}

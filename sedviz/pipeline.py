@@ -35,7 +35,7 @@ from .dataset import SCHEMA_VERSION, ParamInfo, assemble, run_dataset
 from .errors import CheckpointError, SedvizError, StoreError
 from .io import RunSource, discover_runs, read_metrics, read_state
 from .io.store import NetCDFStore, Store, open_store
-from .layers import LayerInfo, describe, is_buffer, layer_kind, matrix_view
+from .layers import LayerInfo, is_buffer, layer_kind, matrix_view, model_layers
 from .sketch import Sketcher
 from .spectra import SVD, decompose, measures, resolve_device, resolve_dtype
 
@@ -100,8 +100,11 @@ def _entries(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def plan_run(name: str, state: dict, opts: Options, *, max_steps: int, reference_step: int | None) -> RunPlan:
-    """Layer table, parameter table, pairs and history length of a run, from one checkpoint."""
+def plan_run(name: str, state: dict, opts: Options, *, max_steps: int, reference_step: int | None, config=None) -> RunPlan:
+    """Layer table, parameter table, pairs and history length of a run, from one checkpoint.
+
+    ``config``: the run's :class:`~sedviz.io.model_config.ModelConfig` (``config.json``), which gives
+    the head count when ``opts.n_heads`` is None, and the model family."""
     entries = _entries(state)
     if not entries:
         raise SedvizError(f"run {name!r}: its checkpoints hold no float parameters; is this a model checkpoint?")
@@ -110,15 +113,21 @@ def plan_run(name: str, state: dict, opts: Options, *, max_steps: int, reference
     if unknown:
         raise SedvizError(f"kinds= names {unknown} that are not parameters of run {name!r}; its matrices are {[n for n, t in entries.items() if t.ndim >= 2][:12]}")
     try:
-        layers = [describe(n, t, kinds.get(n)) for n, t in entries.items() if t.ndim >= 2]
+        layers = model_layers(entries, kinds=kinds, model_type=getattr(config, "model_type", None))
     except ValueError as exc:
         raise SedvizError(f"kinds=: {exc}") from None
+    kind_of = {li.name: li.kind for li in layers}
     params = sorted(
-        (ParamInfo(n, int(t.numel()), layer_kind(n, tuple(t.shape))) for n, t in entries.items()), key=lambda p: p.name
+        (ParamInfo(n, int(t.numel()), kind_of.get(n) or layer_kind(n, tuple(t.shape))) for n, t in entries.items()),
+        key=lambda p: p.name,
     )
     pairs = []
     if opts.align and layers:
-        pairs = pairs_mod.consecutive_pairs(layers, explicit=list(opts.pairs) if opts.pairs else None, n_heads=opts.n_heads)
+        n_heads, source = opts.n_heads, "n_heads"
+        if n_heads is None and getattr(config, "n_heads", None) is not None:
+            n_heads, source = config.n_heads, f"{config.path}: the head count"
+        pairs = pairs_mod.consecutive_pairs(layers, explicit=list(opts.pairs) if opts.pairs else None, n_heads=n_heads,
+                                            n_heads_source=source, tied_embeddings=getattr(config, "tied_embeddings", None))
     max_rank = max((min(li.rows, li.cols) for li in layers), default=1)
     total = sum(p.size for p in params)
     max_lag = _resolve_max_lag(opts.max_lag, total, max_steps, opts.exact_memory)
@@ -668,7 +677,8 @@ def _compute_run(st: Store, src: RunSource, opts: Options, dev, *, on_error, cli
     stored = set(int(s) for s in info.get("checkpoints", {}))
     final, final_state = _read_final(refs, on_error)
     final_entries = _entries(final_state)
-    plan = plan_run(src.name, final_state, opts, max_steps=len(refs), reference_step=final.step if opts.sva else None)
+    plan = plan_run(src.name, final_state, opts, max_steps=len(refs), reference_step=final.step if opts.sva else None,
+                    config=src.model_config)
     todo = [r for r in refs if r.step not in stored]
     reasons = _rebuild_reasons(info, stored, plan, opts, final, todo)
     if reasons:

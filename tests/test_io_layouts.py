@@ -359,3 +359,72 @@ def test_checkpoint_ref_is_frozen_and_hashable():
     assert {ref: 1}[CheckpointRef(Path("a/step_1.pt"), 1, "torch")] == 1
     with pytest.raises(AttributeError):
         ref.step = 2  # type: ignore[misc]
+
+
+def _hub_cache(cache: Path, repo: str, revisions: dict[str, dict]) -> Path:
+    """A hub cache as ``from_pretrained(repo, revision=rev)`` leaves it: files in blobs/ by content
+    hash, snapshots/<commit>/ of symlinks to them, refs/<rev> holding the commit."""
+    import hashlib
+
+    import transformers
+
+    root = cache / ("models--" + repo.replace("/", "--"))
+    for rev, state in revisions.items():
+        commit = hashlib.sha1(rev.encode()).hexdigest() if rev != "main" else None
+        if rev == "main":
+            commit = (root / "refs" / state["same_as"]).read_text()
+        else:
+            tmp = cache / "tmp" / rev
+            torch.manual_seed(state["seed"])
+            model = transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(
+                hidden_size=32, num_attention_heads=4, num_hidden_layers=1, intermediate_size=64, vocab_size=40,
+                max_position_embeddings=16))
+            model.save_pretrained(tmp)
+            state["weights"] = {k: v.clone() for k, v in model.state_dict().items()}
+            snap = root / "snapshots" / commit
+            snap.mkdir(parents=True)
+            for f in tmp.iterdir():
+                blob = root / "blobs" / hashlib.sha256(f.read_bytes()).hexdigest()
+                blob.parent.mkdir(parents=True, exist_ok=True)
+                blob.write_bytes(f.read_bytes())
+                (snap / f.name).symlink_to(Path("..") / ".." / "blobs" / blob.name)
+        (root / "refs").mkdir(parents=True, exist_ok=True)
+        (root / "refs" / rev).write_text(commit)
+    return root
+
+
+def test_hub_cache_of_many_revisions_is_one_run(tmp_path):
+    pytest.importorskip("transformers")
+    from huggingface_hub import scan_cache_dir
+
+    revisions = {"step1000": {"seed": 1}, "step0": {"seed": 0}, "step143000": {"seed": 2}, "main": {"same_as": "step143000"}}
+    root = _hub_cache(tmp_path / "hub", "EleutherAI/pythia-tiny", revisions)
+    # the layout is the hub library's own: its cache scanner sees one repo with these refs
+    info = scan_cache_dir(tmp_path / "hub")
+    (repo,) = info.repos
+    assert repo.repo_id == "EleutherAI/pythia-tiny" and len(repo.revisions) == 3
+    assert sorted(ref for r in repo.revisions for ref in r.refs) == ["main", "step0", "step1000", "step143000"]
+    run = discover_run(root)
+    assert run.name == "EleutherAI/pythia-tiny"
+    assert [c.step for c in run.checkpoints] == [0, 1000, 143000]
+    assert all(c.fmt == "hf_dir" and c.path.parent.name == "snapshots" for c in run.checkpoints)
+    assert run.model_config.model_type == "gpt_neox" and run.model_config.n_heads == 4
+    for ref, rev in zip(run.checkpoints, ("step0", "step1000", "step143000")):
+        got = read_state(ref)
+        saved = revisions[rev]["weights"]
+        assert torch.equal(got["gpt_neox.layers.0.attention.query_key_value.weight"],
+                           saved["gpt_neox.layers.0.attention.query_key_value.weight"])
+    import sedviz
+
+    ds = sedviz.compute(root, progress=False, sketch=False)
+    assert ds.run.values.tolist() == ["EleutherAI/pythia-tiny"] and ds.step.values.tolist() == [0, 1000, 143000]
+    qkv = "gpt_neox.layers.0.attention.query_key_value.weight"
+    assert f"{qkv} -> {qkv}" in ds.pair.values  # per-head qk: 4 heads from the snapshot's config.json
+
+
+def test_hub_cache_revision_without_step_is_skipped_with_a_warning(tmp_path):
+    pytest.importorskip("transformers")
+    root = _hub_cache(tmp_path / "hub", "org/m", {"step5": {"seed": 0}, "v1.0": {"seed": 1}})
+    with pytest.warns(UserWarning, match=r"v1\.0 .* carry no step"):
+        run = discover_run(root)
+    assert [c.step for c in run.checkpoints] == [5]

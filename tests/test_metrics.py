@@ -193,3 +193,56 @@ def test_no_metric_files_gives_an_empty_table(tmp_path):
     table = read_metrics(run)
     check_table(table)
     assert table.shape == (0, 0)
+
+
+def test_align_metrics_matches_each_column_on_its_own_steps():
+    from sedviz.dataset import align_metrics
+
+    checkpoints = np.arange(15, 151, 15)
+    logged = pd.DataFrame(
+        {"train_loss": [1.0 / s for s in range(5, 151, 5)]}, index=pd.Index(range(5, 151, 5), name="step")
+    )
+    val = pd.DataFrame({"val_loss": [s / 1000 for s in range(25, 151, 25)]}, index=pd.Index(range(25, 151, 25), name="step"))
+    table = pd.concat([logged, val], axis=1).sort_index()
+    got = align_metrics(table, checkpoints)
+    assert got.index.tolist() == checkpoints.tolist()
+    np.testing.assert_array_equal(got.train_loss.values, 1.0 / checkpoints)  # logged at every checkpoint step
+    # validation every 25 steps: the nearest within 7.5 steps of a checkpoint saved every 15
+    want = {15: np.nan, 30: 0.025, 45: 0.05, 60: np.nan, 75: 0.075, 90: np.nan, 105: 0.1, 120: 0.125, 135: np.nan, 150: 0.15}
+    np.testing.assert_array_equal(got.val_loss.values, [want[s] for s in checkpoints])
+
+
+def test_align_metrics_uneven_checkpoints_and_ties():
+    from sedviz.dataset import align_metrics
+
+    table = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0]}, index=pd.Index([0, 6, 9, 1000], name="step"))
+    # checkpoints 0, 10, 1000 (log-spaced): 10 reaches back 5 steps (to 6: 4 away; 9 is nearer),
+    # 1000 reaches 495 steps both ways; a value exactly midway goes to both sides, the later one wins a tie.
+    got = align_metrics(table, np.array([0, 10, 1000]))
+    assert got.x.tolist() == [1.0, 3.0, 4.0]
+    tie = pd.DataFrame({"x": [1.0, 2.0]}, index=pd.Index([8, 12], name="step"))
+    assert align_metrics(tie, np.array([0, 10, 20])).x.tolist()[1] == 2.0
+    lone = align_metrics(table, np.array([6]))
+    assert lone.x.tolist() == [2.0]
+    assert np.isnan(align_metrics(table, np.array([7])).x.item())  # a lone checkpoint takes exact steps only
+
+
+def test_end_of_training_summaries_become_run_attrs(tmp_path):
+    import sedviz
+
+    from helpers import write_mlp_run
+
+    write_mlp_run(tmp_path / "r", n=3)
+    history = [
+        {"step": 10, "loss": 2.5}, {"step": 20, "eval_loss": 2.0, "eval_runtime": 0.5, "eval_samples_per_second": 9.0},
+        {"step": 30, "train_runtime": 12.0, "total_flos": 1e9, "train_steps_per_second": 2.5, "train_loss": 2.2},
+    ]
+    (tmp_path / "r" / "trainer_state.json").write_text(json.dumps({"global_step": 30, "log_history": history}))
+    ds = sedviz.compute(tmp_path / "r", progress=False, sketch=False)
+    for name in ("train_runtime", "total_flos", "train_steps_per_second", "eval_runtime", "eval_samples_per_second"):
+        assert name not in ds.data_vars
+    assert json.loads(ds.attrs["summary"]) == {
+        "r": {"eval_runtime": 0.5, "eval_samples_per_second": 9.0, "total_flos": 1e9, "train_runtime": 12.0,
+              "train_steps_per_second": 2.5}
+    }
+    assert "val_loss" in ds.data_vars and ds.val_loss.sel(run="r", step=20).item() == 2.0

@@ -1,5 +1,6 @@
 """Consecutive pair detection (METHODS 3): exact pair lists for real small torch models and for
 name/shape lists of GPT-2, NeoX, Llama and the sedviz demo."""
+import json
 import warnings
 
 import numpy as np
@@ -8,12 +9,13 @@ import torch
 from torch import nn
 
 from sedviz.errors import SedvizError
-from sedviz.layers import describe, is_buffer, matrix_view
+from sedviz.layers import describe, is_buffer, kinds_from_model, matrix_view
 from sedviz.pairs import Block, Operand, PairSpec, block_of, consecutive_pairs, operand_dim, operands
 
 
 def layers_of(model: nn.Module):
-    return [describe(n, t) for n, t in model.state_dict().items() if t.ndim >= 2 and not is_buffer(n, t)]
+    kinds = kinds_from_model(model)  # module types where the names do not tell (a transposed conv)
+    return [describe(n, t, kinds.get(n)) for n, t in model.state_dict().items() if t.ndim >= 2 and not is_buffer(n, t)]
 
 
 def layers_from(spec):
@@ -52,27 +54,27 @@ class ConvNet(nn.Module):
         self.conv1 = nn.Conv2d(3, 8, 3)
         self.bn1 = nn.BatchNorm2d(8)
         self.conv2 = nn.Conv2d(8, 16, (3, 5))
-        self.deconv = nn.ConvTranspose2d(16, 4, 3)
-        self.conv3 = nn.Conv2d(4, 4, 1)
+        self.conv3 = nn.ConvTranspose2d(16, 4, 3)
+        self.conv4 = nn.Conv2d(4, 4, 1)
         self.fc = nn.Linear(4, 2)
 
 
 def test_conv_pairs_take_the_centre_tap_of_the_later_kernel():
     pairs = consecutive_pairs(layers_of(ConvNet()))
     # conv2 view (16, 8*3*5): centre tap (1, 2) is flat index 1*5 + 2 = 7 of each 15-tap group.
-    # deconv stored (16, 4, 3, 3) -> view (4, 16*9): centre (1, 1) = index 4 of each 9-tap group.
+    # conv3 (transposed) stored (16, 4, 3, 3) -> view (4, 16*9): centre (1, 1) = index 4 of each 9-tap group.
     assert pairs == [
         one("conv1.weight", "conv2.weight", "conv->conv", take=(7, 120, 15)),
-        one("conv2.weight", "deconv.weight", "conv->conv_transpose", take=(4, 144, 9)),
-        one("deconv.weight", "conv3.weight", "conv_transpose->conv"),
-        one("conv3.weight", "fc.weight", "conv->linear"),
+        one("conv2.weight", "conv3.weight", "conv->conv_transpose", take=(4, 144, 9)),
+        one("conv3.weight", "conv4.weight", "conv_transpose->conv"),
+        one("conv4.weight", "fc.weight", "conv->unembed"),  # a top-level fc is the model's head
     ]
 
 
 def test_centre_take_selects_the_centre_tap_coordinates():
     net = ConvNet()
     infos = {l.name: l for l in layers_of(net)}
-    for name, module, centre in (("conv2.weight", net.conv2, (1, 2)), ("deconv.weight", net.deconv, (1, 1))):
+    for name, module, centre in (("conv2.weight", net.conv2, (1, 2)), ("conv3.weight", net.conv3, (1, 1))):
         pair = next(p for p in consecutive_pairs(list(infos.values())) if p.dst == name)
         take = pair.terms[0][1].take
         w = module.weight.detach()
@@ -141,7 +143,8 @@ def gpt2_layers(d=128, n_layer=2, vocab=100, lm_head=True):
 
 def test_gpt2_conv1d_is_transposed_and_heads_are_inferred():
     # d = 128: GPT-2 heads are 64 wide, so 2 heads. Conv1D weights are (in, out): output side = V.
-    pairs = consecutive_pairs(gpt2_layers())
+    with pytest.warns(UserWarning, match="guessed 2 attention heads"):
+        pairs = consecutive_pairs(gpt2_layers())
     d = 128
     exp = [
         P("wte.weight", "h.0.attn.c_attn.weight", "embed->attn_qkv", (O("wte.weight", "right"), O("h.0.attn.c_attn.weight", "left"))),
@@ -164,7 +167,7 @@ def test_gpt2_conv1d_is_transposed_and_heads_are_inferred():
 
 
 def test_gpt2_tied_head_pairs_with_wte():
-    pairs = consecutive_pairs(gpt2_layers(lm_head=False))
+    pairs = consecutive_pairs(gpt2_layers(lm_head=False), n_heads=2)
     assert pairs[-1] == P("h.1.mlp.c_proj.weight", "wte.weight", "mlp_out->unembed", (O("h.1.mlp.c_proj.weight", "right"), O("wte.weight", "right")))
 
 
@@ -314,3 +317,161 @@ def test_operands_are_distinct_blocks_in_first_use_order():
     assert operands(pairs)[3] == (qkv, (0, 32), None)  # plain tuples work as dict keys too
     m = np.arange(12.0).reshape(3, 4)
     np.testing.assert_array_equal(block_of(m, ("x", (1, 3), (0, 2))), m[1:3, 0:2])
+
+
+# ------------------------------------------------------------------ hand-written and torch models
+# Saved with torch.save (module order) and safetensors (keys sorted by name): the same layers,
+# kinds and pairs, read from the names alone.
+
+from safetensors.torch import save_file  # noqa: E402
+
+import sedviz  # noqa: E402
+from arch_models import MinimalTransformer, write_config  # noqa: E402
+
+
+def _compute_both(model, tmp_path, **kw):
+    """(ds from step_1.pt, ds from step_1.safetensors) of one state dict, with a config.json giving 2 heads."""
+    out = []
+    for fmt in ("pt", "st"):
+        run = tmp_path / fmt
+        run.mkdir(parents=True)
+        sd = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+        if fmt == "pt":
+            torch.save(sd, run / "step_1.pt")
+        else:
+            save_file(sd, str(run / "step_1.safetensors"))
+        write_config(run, n_heads=2)
+        out.append(sedviz.compute(run, progress=False, sketch=False, sva=False, max_lag=None, **kw))
+    return out
+
+
+def _table(ds):
+    return (list(zip(ds.layer.values.tolist(), ds.layer_kind.values.tolist())),
+            list(zip(ds.pair_src.values.tolist(), ds.pair_dst.values.tolist(), ds.pair_kind.values.tolist())))
+
+
+def minimal_expected(attn, names, n_layer=2):
+    """The forward pass of MinimalTransformer, written out: embeddings -> attention -> MLP -> head."""
+    fused = isinstance(names, str)
+    w = (lambda n: n) if names[0].startswith("W_") else (lambda n: n + ".weight")
+    layers = [("tok_emb.weight", "embed"), ("pos_emb.weight", "embed")]
+    pairs = []
+    writers = ["tok_emb.weight", "pos_emb.weight"]
+    for i in range(n_layer):
+        a = f"blocks.{i}.{attn}."
+        fc1, fc2 = f"blocks.{i}.mlp.fc1.weight", f"blocks.{i}.mlp.fc2.weight"
+        if fused:
+            qkv, o = a + names + ".weight", a + "o.weight"
+            layers += [(qkv, "attn_qkv"), (o, "attn_out")]
+            pairs += [(s, qkv, ("embed" if i == 0 else "mlp_out") + "->attn_qkv") for s in writers]
+            pairs += [(qkv, qkv, "qk"), (qkv, o, "vo")]
+        else:
+            q, k, v, o = (a + w(n) for n in names)
+            layers += [(q, "attn_q"), (k, "attn_k"), (v, "attn_v"), (o, "attn_out")]
+            src = "embed" if i == 0 else "mlp_out"
+            pairs += [(s, r, f"{src}->{kind}") for s in writers for r, kind in ((q, "attn_q"), (k, "attn_k"), (v, "attn_v"))]
+            pairs += [(q, k, "qk"), (v, o, "vo")]
+        layers += [(fc1, "mlp_in"), (fc2, "mlp_out")]
+        pairs += [(o, fc1, "attn_out->mlp_in"), (fc1, fc2, "mlp_in->mlp_out")]
+        writers = [fc2]
+    layers.append(("head.weight", "unembed"))
+    pairs.append((writers[0], "head.weight", "mlp_out->unembed"))
+    return layers, pairs
+
+
+@pytest.mark.parametrize("attn, names, params", [
+    ("attn", ("q", "k", "v", "o"), False),
+    ("attn", ("W_Q", "W_K", "W_V", "W_O"), True),
+    ("self_attn", ("q_proj", "k_proj", "v_proj", "out_proj"), False),
+    ("attention", ("query", "key", "value", "out"), False),
+    ("attn", ("to_q", "to_k", "to_v", "to_out"), False),
+    ("attn", "qkv", False),
+    ("attn", "Wqkv", False),
+])
+def test_minimal_transformers_read_by_name(tmp_path, attn, names, params):
+    model = MinimalTransformer(attn, names, params=params)
+    pt, st = _compute_both(model, tmp_path)
+    assert _table(pt) == _table(st) == minimal_expected(attn, names)
+
+
+def test_per_head_qk_of_attn_q_k_v_o_naming(tmp_path):
+    model = MinimalTransformer("attn", ("q", "k", "v", "o"))
+    _, ds = _compute_both(model, tmp_path, dtype="float64")
+    q = model.blocks[1].attn.q.weight.detach().double().numpy()
+    k = model.blocks[1].attn.k.weight.detach().double().numpy()
+    dh = q.shape[0] // 2
+    per_head = []
+    for h in range(2):  # left singular vectors of each head's Q and K rows, numpy float64
+        uq = np.linalg.svd(q[h * dh:(h + 1) * dh])[0]
+        uk = np.linalg.svd(k[h * dh:(h + 1) * dh])[0]
+        per_head.append(np.abs(np.sum(uq * uk, axis=0)))
+    expected = np.mean(np.mean(per_head, axis=0)[:10])
+    got = ds.align_score.sel(pair="blocks.1.attn.q.weight -> blocks.1.attn.k.weight").item()
+    assert got == pytest.approx(expected, abs=1e-9)
+
+
+def test_early_warning_defaults_find_attn_q_k_v_o(tmp_path):
+    """early_warning(ds) selects layers='attn' by kind: attn.q/k/v/o must be attention kinds."""
+    from sedviz.analysis import early_warning
+
+    model = MinimalTransformer("attn", ("q", "k", "v", "o"), n_layer=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    g = torch.Generator().manual_seed(0)
+    lines = ["step,train_acc,val_acc"]
+    for step in range(1, 31):
+        loss = sum((p * torch.randn(p.shape, generator=g)).sum() * 1e-2 + (p**2).sum() * 1e-3 for p in model.parameters())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        torch.save(model.state_dict(), tmp_path / f"step_{step}.pt")
+        lines.append(f"{step},{min(1, step / 10)},{min(1, step / 25)}")
+    (tmp_path / "metrics.csv").write_text("\n".join(lines) + "\n")
+    write_config(tmp_path, n_heads=2)
+    ds = sedviz.compute(tmp_path, progress=False)
+    kinds = dict(zip(ds.param.values.tolist(), ds.param_kind.values.tolist()))
+    assert [kinds[f"blocks.0.attn.{x}.weight"] for x in "qkvo"] == ["attn_q", "attn_k", "attn_v", "attn_out"]
+    res = early_warning(ds)
+    assert res.grok_step.item() == 23  # first step with val_acc = step / 25 >= 0.9
+    assert sorted(json.loads(res.attrs["params"])) == sorted(f"blocks.0.attn.{x}.weight" for x in "qkvo")
+
+
+def test_torch_transformer_and_recurrent_models_pt_equals_safetensors(tmp_path):
+    models = {
+        "transformer": nn.Transformer(16, 2, 1, 1, 32, batch_first=True),
+        "lstm": Recurrent(),
+    }
+    gru = nn.Module()
+    gru.embed, gru.rnn, gru.head = nn.Embedding(10, 8), nn.GRU(8, 6, num_layers=2), nn.Linear(6, 3)
+    models["gru"] = gru
+    for name, model in models.items():
+        pt, st = _compute_both(model, tmp_path / name)
+        assert _table(pt) == _table(st), name
+    layers, pairs = _table(pt)  # the GRU: n = rows [2h, 3h) is the candidate gate, as LSTM's g
+    assert [k for _, k in layers] == ["embed", "lstm_ih", "lstm_hh", "lstm_ih", "lstm_hh", "unembed"]
+    assert [(s.split(".")[-1], d.split(".")[-1]) for s, d, _ in pairs] == [
+        ("weight", "weight_ih_l0"), ("weight_ih_l0", "weight_hh_l0"), ("weight_hh_l0", "weight_ih_l1"),
+        ("weight_ih_l1", "weight_hh_l1"), ("weight_hh_l1", "weight")]
+
+
+def test_cli_n_heads_kinds_and_pairs(tmp_path, capsys):
+    from sedviz.cli import main
+
+    model = MinimalTransformer("attn", ("q", "k", "v", "o"), n_layer=1)
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(model.state_dict(), run / "step_1.pt")
+    q, k = "blocks.0.attn.q.weight", "blocks.0.attn.k.weight"
+    args = ["compute", str(run), "-q", "--no-sketch", "--no-sva", "--max-lag", "none"]
+    with pytest.warns(UserWarning, match="--n-heads"):
+        assert main(args + ["-o", str(tmp_path / "a.zarr")]) == 0
+    assert f"{q} -> {k}" not in sedviz.open(tmp_path / "a.zarr").pair.values  # heads unknown: no qk
+    assert main(args + ["-o", str(tmp_path / "b.zarr"), "--n-heads", "2", "--kinds", "head.weight=linear"]) == 0
+    ds = sedviz.open(tmp_path / "b.zarr")
+    assert str(ds.pair_kind.sel(pair=f"{q} -> {k}").values) == "qk"
+    assert str(ds.layer_kind.sel(layer="head.weight").values) == "linear"
+    (tmp_path / "pairs.json").write_text(json.dumps([[q, k], ["blocks.0.mlp.fc1.weight", "blocks.0.mlp.fc2.weight"]]))
+    assert main(args + ["-o", str(tmp_path / "c.zarr"), "--pairs", str(tmp_path / "pairs.json")]) == 0
+    assert sedviz.open(tmp_path / "c.zarr").pair.values.tolist() == [f"{q} -> {k}", "blocks.0.mlp.fc1.weight -> blocks.0.mlp.fc2.weight"]
+    (tmp_path / "bad.json").write_text("{")
+    assert main(args + ["-o", str(tmp_path / "d.zarr"), "--pairs", str(tmp_path / "bad.json")]) == 2
+    assert "--pairs" in capsys.readouterr().err

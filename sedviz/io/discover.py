@@ -5,6 +5,14 @@ A run is a folder (DESIGN "Checkpoints it must read"). Its checkpoints are found
 their shards) and Hugging Face style folders holding ``model.safetensors`` / ``pytorch_model.bin``.
 Subfolders are searched too (``lightning_logs/version_0/checkpoints/``), down to a few levels.
 
+A Hugging Face hub cache folder of one model (``models--ORG--NAME/``, as ``from_pretrained(...,
+revision="step1000")`` leaves it: ``refs/<revision>`` holds a commit hash, ``snapshots/<hash>/``
+the files) is one run: each revision whose name carries a step (``step1000``) is a checkpoint;
+others (``main``) are skipped when they repeat a stepped snapshot, with a warning otherwise.
+
+The model's ``config.json`` (the newest checkpoint's, else the run folder's) is read into
+``RunSource.model_config`` (:mod:`sedviz.io.model_config`): heads and model family for pairs.
+
 The step of a checkpoint comes, in this order, from its own name (``step_000100.pt``,
 ``epoch=3-step=1760.ckpt``, ``checkpoint-500/``, ``model_500.pt``), from a ``step_N`` /
 ``checkpoint-N`` folder above it, from a ``step``/``global_step`` key stored inside it, or, for
@@ -32,6 +40,7 @@ from sedviz.io.checkpoints import (
     sniff,
     trainer_state_step,
 )
+from sedviz.io.model_config import CONFIG_FILE, ModelConfig, read_model_config
 
 FORMATS = ("torch", "lightning", "safetensors", "safetensors_sharded", "hf_dir")
 ON_ERROR = ("raise", "skip")
@@ -73,12 +82,14 @@ class CheckpointRef:
 
 @dataclass
 class RunSource:
-    """A run: its name, folder, checkpoints (ascending, unique steps) and metric log files."""
+    """A run: its name, folder, checkpoints (ascending, unique steps), metric log files and the
+    model's ``config.json`` (None when there is none)."""
 
     name: str
     root: Path
     checkpoints: list[CheckpointRef] = field(default_factory=list)
     metric_files: list[Path] = field(default_factory=list)
+    model_config: ModelConfig | None = None
 
 
 @dataclass
@@ -376,6 +387,8 @@ def discover_run(path, *, name: str | None = None, on_error: str = "raise") -> R
     given = Path(path).expanduser().absolute()
     if not given.exists():
         raise CheckpointError(given, "does not exist", "Check the path; a run is a folder of checkpoint files")
+    if is_hub_cache(given):
+        return _discover_hub_cache(given, name=name, on_error=on_error)
 
     if given.is_file():
         root = given.parent
@@ -425,7 +438,79 @@ def discover_run(path, *, name: str | None = None, on_error: str = "raise") -> R
     extra = _trainer_state_file(root, checkpoints)
     if extra is not None:
         metric_files.append(extra)
-    return RunSource(name=str(run_name), root=root, checkpoints=checkpoints, metric_files=metric_files)
+    return RunSource(name=str(run_name), root=root, checkpoints=checkpoints, metric_files=metric_files,
+                     model_config=_model_config(root, checkpoints))
+
+
+def _model_config(root: Path, checkpoints: list[CheckpointRef]) -> ModelConfig | None:
+    """The ``config.json`` beside the newest checkpoint that has one, else in the run folder."""
+    for ref in reversed(checkpoints):
+        folder = ref.path if ref.path.is_dir() else ref.path.parent
+        if (folder / CONFIG_FILE).is_file():
+            return read_model_config(folder / CONFIG_FILE)
+    return read_model_config(root / CONFIG_FILE)
+
+
+def is_hub_cache(path: Path) -> bool:
+    """A Hugging Face hub cache folder of one model: ``refs/`` and ``snapshots/`` inside."""
+    return path.is_dir() and (path / "refs").is_dir() and (path / "snapshots").is_dir()
+
+
+def _discover_hub_cache(root: Path, *, name: str | None, on_error: str) -> RunSource:
+    """One model's hub cache: ``refs/<revision>`` -> ``snapshots/<hash>/``, steps from revision names."""
+    by_snapshot: dict[Path, list[tuple[str, int | None]]] = {}
+    for ref in sorted((root / "refs").iterdir(), key=lambda p: natural_key(p.name)):
+        if not ref.is_file():
+            continue  # refs/pr/N: pull-request heads, not revisions of the model
+        try:
+            commit = ref.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            _problem(on_error, CheckpointError(ref, f"cannot be read ({exc})", "Download the revision again"))
+            continue
+        snapshot = root / "snapshots" / commit
+        if not (commit and _is_model_dir(snapshot)):
+            _problem(
+                on_error,
+                CheckpointError(
+                    ref,
+                    f"points to snapshot {commit!r}, which holds none of {', '.join(HF_MODEL_FILES)}",
+                    "Download the revision's weights again (from_pretrained(..., revision=...)), or delete the ref",
+                ),
+            )
+            continue
+        by_snapshot.setdefault(snapshot, []).append((ref.name, step_from_name(ref.name, tagged_only=True)))
+    found: dict[int, CheckpointRef] = {}
+    unstepped = []
+    for snapshot, revisions in by_snapshot.items():
+        steps = sorted({s for _, s in revisions if s is not None})
+        if not steps:
+            unstepped.append(f"{revisions[0][0]} ({snapshot.name[:12]})")
+            continue
+        for step in steps:
+            if step in found:
+                _problem(on_error, CheckpointError(snapshot, f"has step {step}, and so does {found[step].path}",
+                                                   "Keep one revision per step"))
+                continue
+            found[step] = CheckpointRef(path=snapshot, step=step, fmt="hf_dir")
+    if unstepped:
+        what = f"revision(s) {', '.join(unstepped)} carry no step in their name"
+        if not found:
+            raise CheckpointError(root, f"is a hub cache whose {what}",
+                                  "Download revisions named by step (from_pretrained(..., revision='step1000'))")
+        warnings.warn(f"{root}: {what}; skipped", UserWarning, stacklevel=3)
+    if not found:
+        raise CheckpointError(root, "is a hub cache with no downloaded revision",
+                              "Download revisions with from_pretrained(..., revision='step1000')")
+    checkpoints = [found[s] for s in sorted(found)]
+    run_name = name or _hub_repo_name(root)
+    return RunSource(name=run_name, root=root, checkpoints=checkpoints, metric_files=[],
+                     model_config=_model_config(root, checkpoints))
+
+
+def _hub_repo_name(root: Path) -> str:
+    """``models--EleutherAI--pythia-70m`` -> ``EleutherAI/pythia-70m``."""
+    parts = root.name.split("--")
+    return "/".join(parts[1:]) if len(parts) >= 3 and parts[0] in ("models", "datasets", "spaces") else root.name
 
 
 def discover_runs(paths, *, names=None, on_error: str = "raise") -> list[RunSource]:

@@ -9,6 +9,7 @@ numeric columns are kept with ``/`` replaced by ``_``.
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,6 +34,9 @@ _ALIASES = {
     ),
     "train_acc": ("train/acc", "train_acc", "train_accuracy", "train/accuracy", "training_accuracy"),
 }
+# One-off numbers about the whole run (Hugging Face's end-of-training summary, timings and
+# throughputs), not curves over training: kept out of the (run, step) variables.
+_SUMMARY_RE = re.compile(r"^(total_flos|.*_runtime|.*_per_second)$")
 _CANONICAL = {alias: canonical for canonical, aliases in _ALIASES.items() for alias in aliases}
 _FIX = "Fix or delete the file, or move it out of the run folder"
 
@@ -250,3 +254,21 @@ def read_metrics(run, *, on_error: str = "skip") -> pd.DataFrame:
     table.index.name = "step"
     table = table.astype("float64")
     return table.dropna(axis=1, how="all")
+
+
+def is_summary(name: str) -> bool:
+    """A one-off number about the run (``train_runtime``, ``total_flos``, ``*_per_second``, ...)."""
+    return bool(_SUMMARY_RE.match(str(name)))
+
+
+def split_summary(table: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, float]]:
+    """(curves, summary): the table without its summary columns, and each summary column's last
+    logged value (``train_runtime`` is logged once, at the end; ``eval_runtime`` at every eval,
+    of which the last is kept). The Dataset keeps the summary in its ``summary`` attr."""
+    names = [c for c in table.columns if is_summary(c)]
+    summary = {}
+    for c in names:
+        values = table[c].dropna()
+        if len(values):
+            summary[str(c)] = float(values.iloc[-1])
+    return table.drop(columns=names), summary
