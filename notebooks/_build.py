@@ -539,7 +539,7 @@ def nb04() -> list:
     cells += [
         code("""
             group = None if layers == "all" else layers  # the analyses' name for the whole model
-            edge = analysis.edge(ds, windows=windows, layers=group)
+            edge = analysis.edge(ds, windows=windows, params=group)
             phases = analysis.phases(edge, threshold=threshold)
             edge
         """),
@@ -591,7 +591,7 @@ def nb04() -> list:
         code("""
             print("Gram source per window:", dict(zip(edge.window.values.tolist(), edge["edge_source"].values.tolist())))
             if "sketch_error" in edge:
-                err = edge["sketch_error"].sel(k=[1, 2, 3]).to_dataframe()["sketch_error"].unstack("k")
+                err = edge["sketch_error"].sel(edge_k=[1, 2, 3]).to_dataframe()["sketch_error"].unstack("edge_k")
                 display(err.rename(columns=lambda k: f"r_{k}").round(4))
             else:
                 print("this Dataset cannot compute both the exact and the sketched spectra for these windows; no error to show")
@@ -606,7 +606,7 @@ def nb04() -> list:
             clearly negative, is no coupling to speak of. The table adds Granger tests in both directions.
         """),
         code("""
-            lag = analysis.lag_flip(ds, windows=lag_windows, layers=group)
+            lag = analysis.lag_flip(ds, windows=lag_windows, params=group)
             show(plots.plot_lag_flip(lag, run))
         """),
         code("""
@@ -622,7 +622,7 @@ def nb04() -> list:
             Both reuse the analyses computed above (`edge_ds=`, `lag_ds=`).
         """),
         code("""
-            edge_all = analysis.edge(ds, windows=lag_windows, layers=group)
+            edge_all = analysis.edge(ds, windows=lag_windows, params=group)
             first = next((w for w in windows if w in lag_windows), None)  # open on the first edge window when it is there
             widgets.edge_explorer(ds, lag_windows, layers=group, edge_ds=edge_all,
                                   phases_ds=analysis.phases(edge_all, threshold=threshold), run=run, window=first)
@@ -745,7 +745,7 @@ def nb06() -> list:
     )
     cells += [
         code("""
-            drift = analysis.drift(ds, layers=None if layers == "all" else layers, window=window or None)
+            drift = analysis.drift(ds, params=None if layers == "all" else layers, window=window or None)
             drift
         """),
         md("""
@@ -756,7 +756,7 @@ def nb06() -> list:
             control drifts almost straight, while the grokking run turns as it generalizes: a smaller share.
         """),
         code("""
-            share = pd.DataFrame({"PC1 share": drift["pc1_share"].to_series(), "rows": drift["n_rows"].to_series(),
+            share = pd.DataFrame({"PC1 share": drift["drift_pc1_share"].to_series(), "rows": drift["n_rows"].to_series(),
                                   "Gram from": drift["drift_source"].to_series()})
             md_table(share)
         """),

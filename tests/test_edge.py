@@ -146,7 +146,7 @@ def test_exact_windows_match_numpy_svd(two_runs):
                 np.testing.assert_allclose(out["gap_ratio"].sel(run=run, window=W, step=st[j + 1]).values[: W - 1], r, rtol=1e-6)
                 assert out["k_star"].sel(run=run, window=W, step=st[j + 1]).item() == 1 + np.argmax(r)
                 lam = s**2
-                assert out["pc1_share"].sel(run=run, window=W, step=st[j + 1]).item() == pytest.approx(lam[0] / lam.sum(), rel=1e-6)
+                assert out["update_pc1_share"].sel(run=run, window=W, step=st[j + 1]).item() == pytest.approx(lam[0] / lam.sum(), rel=1e-6)
                 k95 = 1 + np.argmax(np.cumsum(lam) / lam.sum() >= 0.95)
                 assert out["k95"].sel(run=run, window=W, step=st[j + 1]).item() == k95
                 speed = np.linalg.norm(U[j - W + 1 : j + 1].sum(axis=0)) / W
@@ -163,15 +163,15 @@ def test_layer_group_is_sum_over_params(two_runs):
     ds, raw = two_runs
     ck, st = raw["a"]
     names = ["blocks.0.attn.qkv.weight"]
-    out = edge(ds, windows=5, layers="attn", exact=True)
+    out = edge(ds, windows=5, params="attn", exact=True)
     U = stacked_updates(ck, names)
     s = np.linalg.svd(U[3:8], compute_uv=False)
     np.testing.assert_allclose(out["edge_sv"].sel(run="a", window=5, step=st[8]).values, s, rtol=1e-6)
-    out2 = edge(ds, windows=5, layers=["mlp", "bias"], exact=True)
+    out2 = edge(ds, windows=5, params=["mlp", "bias"], exact=True)
     U2 = stacked_updates(ck, ["blocks.0.mlp.fc1.bias", "blocks.0.mlp.fc1.weight"])
     np.testing.assert_allclose(out2["edge_sv"].sel(run="a", window=5, step=st[8]).values,
                                np.linalg.svd(U2[3:8], compute_uv=False), rtol=1e-6)
-    out3 = edge(ds, windows=5, layers=lambda n: n.endswith("qkv.weight"), exact=True)
+    out3 = edge(ds, windows=5, params=lambda n: n.endswith("qkv.weight"), exact=True)
     np.testing.assert_allclose(out3["edge_sv"].values, out["edge_sv"].values, rtol=1e-12, equal_nan=True)
 
 
@@ -248,8 +248,8 @@ def test_auto_source_falls_back_to_sketch_and_errors():
         edge(ds, windows=(5, 8), exact=True)
     with pytest.raises(SedvizError, match="windows"):
         edge(ds, windows=1)
-    with pytest.raises(SedvizError, match="layers"):
-        edge(ds, layers="nope")
+    with pytest.raises(SedvizError, match="params"):
+        edge(ds, params="nope")
     with pytest.raises(SedvizError, match="exact"):
         edge(ds, exact="yes")
     with pytest.raises(SedvizError, match="xarray.Dataset"):
@@ -322,3 +322,22 @@ def test_phases_on_edge_dataset(two_runs):
             assert ph["peak_step"].sel(run=run, window=W).item() == series.step.values[int(np.argmax(series.values))]
     with pytest.raises(SedvizError, match="plateau_frac"):
         phases(out, plateau_frac=1.5)
+
+
+def test_layers_keyword_is_deprecated_for_params(two_runs):
+    """params= selects the group; the old layers= gives the same numbers with a DeprecationWarning."""
+    from sedviz.analysis import drift, lag_flip
+
+    ds, _ = two_runs
+    new = edge(ds, windows=5, params="attn", exact=True)
+    assert new["edge_sv"].dims == ("run", "window", "step", "edge_k") and int(new["edge_k"][0]) == 1
+    with pytest.warns(DeprecationWarning, match="params="):
+        old = edge(ds, windows=5, layers="attn", exact=True)
+    np.testing.assert_array_equal(old["edge_sv"].values, new["edge_sv"].values)
+    with pytest.warns(DeprecationWarning, match="params="), pytest.raises(SedvizError, match="lag 14"):
+        drift(ds, layers="attn")  # warns first; this Dataset's delta_dot is too short for drift
+    loss = np.random.default_rng(0).normal(size=(ds.sizes["run"], ds.sizes["step"]))
+    with pytest.warns(DeprecationWarning, match="params="):
+        lag_flip(ds.assign(val_loss=(("run", "step"), loss)), windows=5, layers="attn", n_surrogates=0)
+    with pytest.raises(SedvizError, match="once"):
+        edge(ds, windows=5, params="attn", layers="attn")

@@ -343,7 +343,7 @@ def check_03(nb, ds, p, variant):
 def check_04(nb, ds, p, variant):
     m = re.search(r"Gram source per window: (\{.*\})", _stdout(nb))
     assert m and sorted(ast.literal_eval(m.group(1))) == sorted(p["windows"])
-    e = analysis.edge(ds, windows=p["windows"], layers=None if p["layers"] == "all" else p["layers"])
+    e = analysis.edge(ds, windows=p["windows"], params=None if p["layers"] == "all" else p["layers"])
     assert ast.literal_eval(m.group(1)) == dict(zip(e.window.values.tolist(), e["edge_source"].values.tolist()))
     assert _figures(nb) == 4  # edge per window, edge per run, k*, lag flip
     explorers = _explorers(nb)
@@ -371,11 +371,11 @@ def check_05(nb, ds, p, variant):
 
 
 def check_06(nb, ds, p, variant):
-    dr = analysis.drift(ds, layers=None if p["layers"] == "all" else p["layers"], window=p["window"] or None)
+    dr = analysis.drift(ds, params=None if p["layers"] == "all" else p["layers"], window=p["window"] or None)
     rows = {r["run"]: r for r in _markdown_table(nb, "run")}
     assert sorted(rows) == sorted(dr.run.values.tolist())
     for run, row in rows.items():
-        assert float(row["PC1 share"]) == pytest.approx(float(dr["pc1_share"].sel(run=run)), rel=5e-3)
+        assert float(row["PC1 share"]) == pytest.approx(float(dr["drift_pc1_share"].sel(run=run)), rel=5e-3)
         assert int(row["rows"]) == int(dr["n_rows"].sel(run=run))
     assert _figures(nb) == (3 if p["window"] else 2)
     assert ("rolling PC1 skipped" in _stdout(nb)) == (not p["window"])

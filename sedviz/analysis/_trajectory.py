@@ -12,6 +12,7 @@ products add over the parameters of the group); NaN where j - l falls before the
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -128,8 +129,33 @@ def _kind_matches(kind: str, wanted: str) -> bool:
     return kind == wanted or kind.startswith(wanted + "_")
 
 
-def select_params(ds, layers, fn: str, name: str = "layers") -> list[str]:
-    """Names of the parameters of the group chosen by ``layers`` (METHODS 7: whole model by default).
+#: Default of the deprecated ``layers=`` keyword of the trajectory analyses: "not given".
+UNSET = object()
+
+
+def params_keyword(params, layers, fn: str, default=None):
+    """The parameter group from ``params=`` or the deprecated ``layers=`` (one release, with a warning).
+
+    Analyses select parameter groups with ``params=``; ``layers=`` once meant the same and is still
+    accepted with a DeprecationWarning. Giving both is an error.
+    """
+    if layers is UNSET:
+        return default if params is UNSET else params
+    if params is not UNSET:
+        raise SedvizError(f"{fn}(params=..., layers=...): give the parameter group once, as params=.")
+    warnings.warn(
+        f"{fn}(layers=...) is deprecated and will be removed in the next release; use params= "
+        f"(the same values: None, a parameter name or kind, a list of them, or a callable).",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return layers
+
+
+def select_params(ds, spec, fn: str, name: str = "layers") -> list[str]:
+    """Names of the parameters of the group chosen by ``spec`` (METHODS 7: whole model by default).
+
+    ``name`` is the keyword the caller took ``spec`` from (for the message).
 
     - None: every parameter.
     - a str: a parameter name, else a ``param_kind`` or a kind prefix ("attn" -> attn_qkv,
@@ -139,17 +165,17 @@ def select_params(ds, layers, fn: str, name: str = "layers") -> list[str]:
     """
     names = [str(p) for p in ds["param"].values]
     kinds = [str(k) for k in ds["param_kind"].values] if "param_kind" in ds.coords else None
-    if layers is None:
+    if spec is None:
         return names
-    if callable(layers):
-        chosen = [p for p in names if bool(layers(p))]
+    if callable(spec):
+        chosen = [p for p in names if bool(spec(p))]
         if not chosen:
             raise SedvizError(f"{fn}({name}=<callable>): it selected no parameter; the Dataset has {_some(names)}.")
         return chosen
-    wanted = [layers] if isinstance(layers, str) else list(layers) if isinstance(layers, Iterable) else None
+    wanted = [spec] if isinstance(spec, str) else list(spec) if isinstance(spec, Iterable) else None
     if wanted is None or not all(isinstance(w, str) for w in wanted) or not wanted:
         raise SedvizError(
-            f"{fn}({name}={layers!r}): expected None, a parameter name or kind (e.g. 'attn'), a "
+            f"{fn}({name}={spec!r}): expected None, a parameter name or kind (e.g. 'attn'), a "
             f"list of them, or a callable name -> bool."
         )
     chosen = set()
