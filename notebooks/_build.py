@@ -600,17 +600,23 @@ def nb04() -> list:
             ## The lag flip
 
             Cross-correlation r(lag) = Pearson(edge[t], val_loss[t + lag]) after removing a cubic trend from each, one
-            curve per window size; diamonds mark each window's peak (the most negative r). A positive peak lag means the
-            spectral edge leads the loss. Look for the peak lag changing sign as the window grows (Xu: -1 at W = 10 to
-            +1 at W = 20). Read the peaks with the curves: a peak at an end of the lag range, or a peak r that is not
-            clearly negative, is no coupling to speak of. The table adds Granger tests in both directions.
+            curve per window size; diamonds mark each window's peak, the lag of the largest |r| (with its sign). A
+            positive peak lag means the spectral edge leads the loss. Xu reports the peak lag changing sign as the window
+            grows (-1 at W = 10 to +1 at W = 20). Two smooth series correlate at some lag by chance, so each peak is
+            tested against 999 phase-randomised copies of the edge (same spectrum, no coupling with the loss): the
+            shaded band is where 95% of their |r| stay at each lag, and `p_value` is the share of copies whose largest
+            |r| reaches the observed one. A peak counts (`peak_verdict` "significant") when p < 0.05 and it is not at
+            an end of the lag range; the run flips only when counted peaks have lags of both signs. The verdict below
+            the plot says so in words. The table adds Granger tests in both directions.
         """),
         code("""
             lag = analysis.lag_flip(ds, windows=lag_windows, params=group)
             show(plots.plot_lag_flip(lag, run))
+            for r in runs:
+                print(f"{r}: {lag['flip_text'].sel(run=r).item()}")
         """),
         code("""
-            cols = ["peak_lag", "peak_r", "granger_p_x2y", "granger_p_y2x", "n_points"]
+            cols = ["peak_lag", "peak_r", "p_value", "peak_verdict", "granger_p_x2y", "granger_p_y2x", "n_points"]
             lag[cols].to_dataframe()[cols].round(4)
         """),
         md("""
