@@ -221,6 +221,50 @@ def test_sketch_agrees_with_exact():
         np.testing.assert_allclose(ex["sketch_error"].values, sk["sketch_error"].values, rtol=1e-12, equal_nan=True)
 
 
+def _np_jackknife_rel_se(sketch_ckpts, W, groups):
+    """Grouped jackknife of the gap ratios, from the sketches of the checkpoints (n+1, P, d), by loops."""
+    D = np.diff(sketch_ckpts, axis=0)  # sketch of each update
+    blocks = np.array_split(np.arange(D.shape[2]), groups)
+    out = []
+    for j in range(W - 1, D.shape[0]):
+        X = D[j - W + 1 : j + 1].reshape(W, -1)
+        s = np.linalg.svd(X, compute_uv=False)
+        r = s[:-1] / s[1:]
+        rj = []
+        for idx in blocks:
+            keep = np.setdiff1d(np.arange(D.shape[2]), idx)
+            sj = np.linalg.svd(D[j - W + 1 : j + 1][:, :, keep].reshape(W, -1), compute_uv=False)
+            rj.append(sj[:-1] / sj[1:])
+        rj = np.array(rj)
+        out.append(np.sqrt((groups - 1) / groups * ((rj - rj.mean(0)) ** 2).sum(0)) / r)
+    return np.array(out)
+
+
+def test_sketch_error_estimate_is_the_grouped_jackknife_and_tracks_the_error():
+    W = 6
+    rng = np.random.default_rng(7)
+    shapes = {"a.weight": (20, 15), "b.weight": (15, 15)}
+    basis = np.linalg.qr(rng.normal(size=(525, 2)))[0].T
+    n = 40
+    coef = np.column_stack([3 + rng.normal(size=n - 1), rng.normal(size=n - 1)])
+    ck, _ = random_walk(n, shapes, basis=basis, coef=coef, noise=0.05, seed=2)
+    ds = make_dataset({"r": ck}, max_lag=W - 1, sketch_dim=60, seed=5)
+    sk = edge(ds, windows=W, exact=False, jackknife_groups=6)
+    got = sk["gap_ratio_rel_se"].sel(run="r", window=W).values
+    ref = _np_jackknife_rel_se(ds["sketch"].sel(run="r").transpose("step", "param", "proj").values, W, 6)
+    np.testing.assert_allclose(got[W:, : W - 1], ref, rtol=1e-6)
+    k = int(sk["k_star_mode"].sel(run="r", window=W))
+    np.testing.assert_allclose(sk["edge_rel_se"].sel(run="r", window=W).values[W:], ref[:, k - 1], rtol=1e-6)
+    # the estimate is of the size of the measured error: 2 standard errors cover most windows
+    err = sk["sketch_gap_error"].sel(run="r", window=W).values[W:, : W - 1]
+    assert np.isfinite(err).all() and (err <= 2 * got[W:, : W - 1]).mean() > 0.8
+    # exact windows carry no estimate; jackknife_groups=0 skips it
+    assert "gap_ratio_rel_se" not in edge(ds, windows=W, exact=True)
+    assert "gap_ratio_rel_se" not in edge(ds, windows=W, exact=False, jackknife_groups=0)
+    with pytest.raises(SedvizError, match="jackknife_groups"):
+        edge(ds, windows=W, exact=False, jackknife_groups=1)
+
+
 def test_sketch_gram_is_exact_for_identity_map():
     # a map that is an isometry on the span makes the sketch path exact: checks differences/concat
     ck, U = random_walk(9, {"x": (3,), "y": (2,)}, seed=8)

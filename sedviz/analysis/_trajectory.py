@@ -215,6 +215,7 @@ class RunUpdates:
     steps: np.ndarray  # (n,) int64: step of the later checkpoint of each update d_1..d_n
     band: np.ndarray | None = None  # (n, L+1) float64 <d_j, d_{j-l}>, NaN before the first update
     diffs: np.ndarray | None = None  # (n, P*d) float64 sketch differences (sketch source only)
+    dim: int = 0  # d, the sketch dimension of each parameter (sketch source only)
 
     @property
     def n(self) -> int:
@@ -224,12 +225,18 @@ class RunUpdates:
         """The band up to ``lag`` (computed from the sketch differences when needed)."""
         if self.diffs is None:
             return self.band[:, : lag + 1]
-        X = self.diffs
-        n = X.shape[0]
-        out = np.full((n, lag + 1), np.nan)
-        for l in range(min(lag, n - 1) + 1):
-            out[l:, l] = np.einsum("ij,ij->i", X[l:], X[: n - l])
-        return out
+        return _band(self.diffs, lag)
+
+    def group_bands(self, lag: int, groups: int) -> list[np.ndarray]:
+        """Bands of the sketch restricted to ``groups`` disjoint groups of its coordinates.
+
+        The d coordinates of every parameter's sketch are split into ``groups`` contiguous
+        blocks (``np.array_split``); group g holds block g of every parameter. The bands of the
+        groups add up to :meth:`band_to`. Used by the grouped jackknife of :func:`sedviz.analysis.edge.edge`.
+        """
+        n = self.diffs.shape[0]
+        X = self.diffs.reshape(n, -1, self.dim)
+        return [_band(X[:, :, idx].reshape(n, -1), lag) for idx in np.array_split(np.arange(self.dim), groups)]
 
     def full_gram(self) -> np.ndarray:
         """The n x n Gram M[i, j] = <d_i, d_j> of all updates (needs every lag, or the sketch)."""
@@ -241,6 +248,15 @@ class RunUpdates:
         i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
         M = self.band[np.maximum(i, j), np.abs(i - j)]
         return M
+
+
+def _band(X: np.ndarray, lag: int) -> np.ndarray:
+    """band[j, l] = <X_j, X_(j-l)> for l = 0..lag, NaN before the first row."""
+    n = X.shape[0]
+    out = np.full((n, lag + 1), np.nan)
+    for l in range(min(lag, n - 1) + 1):
+        out[l:, l] = np.einsum("ij,ij->i", X[l:], X[: n - l])
+    return out
 
 
 def run_updates(ds, run, params: list[str], source: str, lag: int | None = None) -> RunUpdates:
@@ -270,7 +286,7 @@ def run_updates(ds, run, params: list[str], source: str, lag: int | None = None)
     ckpt = v[ok].reshape(int(ok.sum()), -1)
     steps = ds["step"].values[ok].astype(np.int64)
     diffs = np.diff(ckpt, axis=0)  # linear map: sketch(d_j) = sketch_j - sketch_{j-1}
-    return RunUpdates(str(run), source, steps[1:], diffs=diffs)
+    return RunUpdates(str(run), source, steps[1:], diffs=diffs, dim=int(v.shape[2]))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ def _mode(ks: np.ndarray) -> int:
 
 
 def edge(ds: xr.Dataset, windows=(10, 20), *, params=T.UNSET, exact=None, k_star="argmax",
-         layers=T.UNSET) -> xr.Dataset:
+         jackknife_groups: int = 10, layers=T.UNSET) -> xr.Dataset:
     """Spectral edge of the update trajectory for each window size (METHODS 7, [S] Sec. 2-3).
 
     For every run and window size W, slide a window of W consecutive updates (stride one
@@ -79,6 +79,10 @@ def edge(ds: xr.Dataset, windows=(10, 20), *, params=T.UNSET, exact=None, k_star
         Which fixed k defines the edge series r_{k*}: the run's mode over windows of
         argmax_k r_k ("argmax", [S]), of the weighted argmax_k (s_k / sum s) r_k ("weighted"), or
         a given k (1 <= k < W for every W).
+    jackknife_groups : int >= 2, or 0
+        Groups of the grouped jackknife that estimates the error of every sketched gap ratio
+        (see ``gap_ratio_rel_se`` below); 0 skips it. Each parameter's d sketch coordinates
+        are split into min(groups, d) contiguous blocks.
 
     Returns
     -------
@@ -97,8 +101,16 @@ def edge(ds: xr.Dataset, windows=(10, 20), *, params=T.UNSET, exact=None, k_star
     - ``drift_speed`` (run, window, step): sqrt(sum_ab G_ab) / W = ||theta_i - theta_{i-W}|| / W
       (parameter units per checkpoint).
     - ``edge_source`` (window): "delta_dot" or "sketch", where the Grams came from.
-    - ``sketch_error`` (run, window, k), only when both sources can serve some W: mean over the
-      run's windows of |r_k(sketch) - r_k(exact)| / r_k(exact) ([S] Sec. 2, METHODS 7).
+    - ``gap_ratio_rel_se`` (run, window, step, edge_k) and ``edge_rel_se`` (run, window, step),
+      only when some W is served by the sketch: the estimated relative error of the sketched
+      r_k (and of the edge r_k*), from a grouped jackknife over the sketch coordinates. The
+      Gram G of a window is the sum of the Grams G_g of ``jackknife_groups`` disjoint groups of
+      coordinates; with r_(-g) the gap ratios of G - G_g (gap ratios do not depend on scale),
+      se = sqrt((n_g - 1) / n_g * sum_g (r_(-g) - mean_g r_(-g))^2) and rel_se = se / r_k. NaN
+      where the window came from ``delta_dot`` (exact, no sketch error).
+    - ``sketch_gap_error`` (run, window, step, edge_k), only when both sources can serve some W:
+      the measured |r_k(sketch) - r_k(exact)| / r_k(exact) of each window; ``sketch_error``
+      (run, window, edge_k): its mean over the run's windows ([S] Sec. 2, METHODS 7).
 
     Attrs: ``method``, ``options`` (JSON), ``params`` (JSON list of the group's parameters).
     """
@@ -106,6 +118,9 @@ def edge(ds: xr.Dataset, windows=(10, 20), *, params=T.UNSET, exact=None, k_star
     ds = T.check_dataset(ds, fn)
     ws = T.check_windows(windows, fn)
     T.check_exact(exact, fn)
+    T.check_window(jackknife_groups, "jackknife_groups", fn, minimum=0)
+    if jackknife_groups == 1:
+        raise SedvizError(f"{fn}(jackknife_groups=1): the jackknife needs at least 2 groups (or 0 to skip it).")
     is_int = isinstance(k_star, (int, np.integer)) and not isinstance(k_star, bool)
     if not (is_int or k_star in ("argmax", "weighted")):
         raise SedvizError(f"{fn}(k_star={k_star!r}): expected 'argmax', 'weighted' or an int k >= 1.")
@@ -131,6 +146,11 @@ def edge(ds: xr.Dataset, windows=(10, 20), *, params=T.UNSET, exact=None, k_star
            ("k_star", "k_star_weighted", "edge", "update_pc1_share", "k95", "drift_speed")}
     kmode = np.full((nR, nW), np.nan)
     err = np.full((nR, nW, Wmax), np.nan)
+    werr = np.full(shape + (Wmax,), np.nan)
+    rel_se = np.full(shape + (Wmax,), np.nan)
+    edge_se = np.full(shape, np.nan)
+    n_groups = min(jackknife_groups, ds.sizes["proj"]) if "proj" in ds.dims else 0  # at most d groups
+    jack = n_groups >= 2 and any(sources[W] == "sketch" for W in ws)
 
     lag_need = {src: max([W - 1 for W in ws if sources[W] == src] or [-1]) for src in T.SOURCES}
     if any(both.values()):
@@ -142,6 +162,7 @@ def edge(ds: xr.Dataset, windows=(10, 20), *, params=T.UNSET, exact=None, k_star
             if lag_need[src] >= 0:
                 ups[src] = T.run_updates(ds, run, params, src, lag=lag_need[src] if src == "delta_dot" else None)
                 bands[src] = ups[src].band_to(lag_need[src])
+        gbands = ups["sketch"].group_bands(lag_need["sketch"], n_groups) if jack else None
         for iw, W in enumerate(ws):
             src = sources[W]
             up = ups[src]
@@ -165,6 +186,14 @@ def edge(ds: xr.Dataset, windows=(10, 20), *, params=T.UNSET, exact=None, k_star
             if k > 0:
                 kmode[ir, iw] = k
                 out["edge"][ir, iw, pos] = m["r"][:, k - 1]
+            if src == "sketch" and jack:
+                rj = np.stack([T.gap_ratios(np.sqrt(T.gram_eigvals(G - T.window_grams(b, W)))) for b in gbands])
+                ng = rj.shape[0]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    se = np.sqrt((ng - 1) / ng * ((rj - rj.mean(axis=0)) ** 2).sum(axis=0)) / m["r"]
+                rel_se[ir, iw][pos, : W - 1] = se
+                if k > 0:
+                    edge_se[ir, iw, pos] = se[:, k - 1]
             if both[W]:
                 other = "sketch" if src == "delta_dot" else "delta_dot"
                 r_src = m["r"]
@@ -176,7 +205,9 @@ def edge(ds: xr.Dataset, windows=(10, 20), *, params=T.UNSET, exact=None, k_star
                     r_ex, r_sk = (r_src[i_s], r_oth[i_o]) if src == "delta_dot" else (r_oth[i_o], r_src[i_s])
                     with np.errstate(invalid="ignore", divide="ignore"):
                         rel = np.abs(r_sk - r_ex) / r_ex
-                    err[ir, iw, : W - 1] = np.nanmean(np.where(np.isfinite(rel), rel, np.nan), axis=0)
+                    rel = np.where(np.isfinite(rel), rel, np.nan)
+                    err[ir, iw, : W - 1] = np.nanmean(rel, axis=0)
+                    werr[ir, iw][T.step_positions(all_steps, common), : W - 1] = rel
 
     coords = {"run": runs, "window": np.asarray(ws, dtype=np.int64), "step": all_steps,
               "edge_k": np.arange(1, Wmax + 1, dtype=np.int64)}
@@ -193,13 +224,21 @@ def edge(ds: xr.Dataset, windows=(10, 20), *, params=T.UNSET, exact=None, k_star
         "drift_speed": (d3, out["drift_speed"], {"long_name": "sqrt(sum G) / W", "units": "parameter units per checkpoint"}),
         "edge_source": (("window",), np.array([sources[W] for W in ws], dtype=str)),
     }
+    if jack:
+        data["gap_ratio_rel_se"] = (d3 + ("edge_k",), rel_se,
+                                    {"long_name": "jackknife relative standard error of the sketched r_k", "units": "1"})
+        data["edge_rel_se"] = (d3, edge_se, {"long_name": "jackknife relative standard error of the sketched edge",
+                                             "units": "1"})
     if any(both.values()):
+        data["sketch_gap_error"] = (d3 + ("edge_k",), werr,
+                                    {"long_name": "relative error of r_k from the sketch, per window", "units": "1"})
         data["sketch_error"] = (("run", "window", "edge_k"), err,
                                 {"long_name": "mean relative error of r_k from the sketch", "units": "1"})
     res = xr.Dataset({k: xr.Variable(*v) for k, v in data.items()}, coords=coords)
     res.attrs.update(
         method="METHODS 7; Xu, Spectral Edge Dynamics of Training Trajectories (arXiv 2603.15678)",
-        options=T.options_attr(windows=ws, params=group, exact=exact, k_star=k_star),
+        options=T.options_attr(windows=ws, params=group, exact=exact, k_star=k_star,
+                               jackknife_groups=jackknife_groups),
         params=json.dumps(params),
     )
     return res
