@@ -1,10 +1,10 @@
 """The streaming pass: every checkpoint read once, every matrix decomposed once.
 
 For each run the final checkpoint is read first (its top-k singular vectors are the reference
-for the agreement ``sva``, METHODS 4), then the others in step order. From each checkpoint the
-pass takes everything any analysis needs: singular values and measures (METHODS 2), top-k
-vectors for consecutive pairs (``align``, METHODS 3) and for ``sva``, per-parameter JL sketches
-and exact dot products of consecutive updates (METHODS 7). Only a record of numbers leaves the
+for the agreement ``sva``, docs/methods.md#agreement-with-the-final-checkpoint), then the others in step order. From each checkpoint the
+pass takes everything any analysis needs: singular values and measures (docs/methods.md#effective-rank), top-k
+vectors for consecutive pairs (``align``, docs/methods.md#alignment-of-consecutive-layers) and for ``sva``, per-parameter JL sketches
+and exact dot products of consecutive updates (docs/methods.md#spectral-edge). Only a record of numbers leaves the
 pass, so memory holds about one checkpoint, plus the last ``max_lag`` updates when exact update
 dot products are on (they are on automatically only while they fit in ``exact_memory``).
 
@@ -540,10 +540,10 @@ def compute(
         ``None`` keeps everything in memory.
     device : ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``.
     dtype : ``"float32"`` (default, as in Yunis et al.) or ``"float64"``.
-    k : number of top singular vectors kept for ``align`` and ``sva`` (METHODS 3-4).
+    k : number of top singular vectors kept for ``align`` and ``sva`` (docs/methods.md#alignment-of-consecutive-layers, #agreement-with-the-final-checkpoint).
     align, sva : compute alignment of consecutive pairs / agreement with the final checkpoint.
     pairs : explicit list of ``("src", "dst")`` layer-name pairs instead of detection.
-    sketch, sketch_dim, sketch_seed : per-parameter JL sketches (METHODS 7); ``sketch_dim``
+    sketch, sketch_dim, sketch_seed : per-parameter JL sketches (docs/methods.md#spectral-edge); ``sketch_dim``
         defaults to 10 x the largest of ``windows``.
     max_lag : exact update dot products up to this lag: ``"auto"`` (up to 255 as the model's size
         and ``exact_memory`` allow, independent of the run's length), ``"all"``, an int or None.

@@ -3,9 +3,9 @@
 The rule, in order: an explicit ``threads=`` (``sedviz compute --threads N``); else
 ``OMP_NUM_THREADS`` when it is set (torch already follows it, sedviz leaves it alone); else
 :data:`DEFAULT`. Measured on the demo compute (docs/cli.md, "Threads"): on a 2-core machine that
-other processes share, torch's own default of one OpenMP thread per core made the pass 3x slower
-in wall time and 4x in CPU time than one thread, because an OpenMP barrier spins while it waits
-for a thread the kernel has descheduled. Parallelism across checkpoints comes from processes
+other processes share, torch's own default of one OpenMP thread per core made the pass 5-13x
+slower in wall time and 5-11x in CPU time than one thread, because an OpenMP barrier spins while
+it waits for a thread the kernel has descheduled. Parallelism across checkpoints comes from processes
 (Dask workers), not from threads inside one decomposition.
 """
 from __future__ import annotations
