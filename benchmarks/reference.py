@@ -57,7 +57,7 @@ def evict(path: Path) -> None:
 
 
 def matrices(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Matrix views of every float parameter with ndim >= 2 (METHODS 1), tied copies once."""
+    """Matrix views of every float parameter with ndim >= 2 (docs/methods.md#which-matrices), tied copies once."""
     seen, out = set(), {}
     for name, t in state.items():
         if not isinstance(t, torch.Tensor) or t.ndim < 2 or is_buffer(name, t):

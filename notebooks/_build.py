@@ -520,8 +520,8 @@ def nb04() -> list:
         s_1 >= ... >= s_W (from the W x W Gram, exact from the stored update dot products or approximately from
         the stored random sketches) split into a few signal directions and a noise bulk. The gap ratio
         r_k = s_k / s_(k+1) peaks at the signal rank k*, and the *spectral edge* is the series r_(k*) over training
-        (METHODS 7). It rises, holds a plateau and collapses; Xu relates those phases to the loss. The *lag flip*
-        (METHODS 8): the cross-correlation of the detrended edge with the detrended validation loss peaks at a lag
+        (docs/methods.md#spectral-edge). It rises, holds a plateau and collapses; Xu relates those phases to the loss. The *lag flip*
+        (docs/methods.md#lag-flip): the cross-correlation of the detrended edge with the detrended validation loss peaks at a lag
         whose sign changes with the window size. {DEMO}
         """,
         """
@@ -586,7 +586,7 @@ def nb04() -> list:
             The store keeps both the exact inner products of updates (up to some lag) and a random sketch of every
             checkpoint, so window spectra of any size come from the Dataset alone. Where both can serve a window size,
             `sketch_error` is the mean relative error of the sketched gap ratios r_k (Xu reports within 5.7%;
-            METHODS 7). Small numbers mean the sketch can stand in for windows too large for the exact products.
+            docs/methods.md#spectral-edge). Small numbers mean the sketch can stand in for windows too large for the exact products.
         """),
         code("""
             print("Gram source per window:", dict(zip(edge.window.values.tolist(), edge["edge_source"].values.tolist())))
@@ -646,7 +646,7 @@ def nb05() -> list:
     cells = frame(
         "05 Grokking early warning",
         f"""
-        Did a run grok, and how early could we have known? Following the grokking companion of {S} (METHODS 9):
+        Did a run grok, and how early could we have known? Following the grokking companion of {S} (docs/methods.md#early-warning):
         the grok step is the first step where validation accuracy reaches `threshold_acc`. Two detectors watch the
         spectrum of rolling windows of attention-weight updates: *slope* fires when log(s2/s3) starts rising faster
         than it ever did early in the run, *g23* when s2^2 - s3^2, after building up well above its early level,
@@ -732,7 +732,7 @@ def nb06() -> list:
     cells = frame(
         "06 Drift of the training trajectory",
         f"""
-        Does training move along one direction? Following {D} (METHODS 10): the rows x_t = theta_t - theta_0 of
+        Does training move along one direction? Following {D} (docs/methods.md#drift): the rows x_t = theta_t - theta_0 of
         every checkpoint, normalized to unit length and not centered, are decomposed by PCA (through their Gram
         matrix, from the stored update products or sketches). The first principal direction v_b is the *drift
         backbone*. Its *PC1 share* says how much of the normalized trajectory it explains; the *backbone share*

@@ -2,7 +2,7 @@
 
 For tests, docs and examples that must not train a model or read checkpoints. The values are
 computed, not invented: a tiny transformer-shaped parameter trajectory is simulated, and every
-variable is computed from it with the definitions of METHODS.md (singular values, effective rank,
+variable is computed from it with the definitions of docs/methods.md (singular values, effective rank,
 alignment, agreement with the final checkpoint, sketches, update dot products), so the variables
 agree with each other the way real ones do.
 """
@@ -18,7 +18,7 @@ from ._version import __version__
 
 # (name, kind, depth, rows, cols, (output space, input space)); state-dict order. Spaces name the
 # vectors a layer's growing low-rank part is built from, so consecutive layers share directions
-# and their alignment [METHODS 3] rises during training as it does in [Y] Fig. 3.
+# and their alignment [docs/methods.md#alignment-of-consecutive-layers] rises during training as it does in [Y] Fig. 3.
 _D, _HID, _VOCAB = 16, 32, 12
 _LAYERS = [
     ("embed.weight", "embed", -1, _VOCAB, _D, ("vocab", "d")),
@@ -29,7 +29,7 @@ _LAYERS = [
     ("unembed.weight", "unembed", -1, _VOCAB, _D, ("vocab", "d")),
 ]
 _SPACE_DIM = {"vocab": _VOCAB, "d": _D, "qkv": 3 * _D, "attn": _D, "hid": _HID}
-# (src, dst, pair_kind): METHODS 3's architecture-aware consecutive pairs for this model. For the
+# (src, dst, pair_kind): the architecture-aware consecutive pairs (docs/methods.md#alignment-of-consecutive-layers) of this model. For the
 # embedding, the output side is V (it maps a one-hot token to a row), handled in _align_diag.
 _PAIRS = [
     ("embed.weight", "blocks.0.attn.qkv.weight", "embed->attn_qkv"),
@@ -143,7 +143,7 @@ def synthetic_dataset(
         for m, values in _metric_curves(tau, grokking=(ri == 0), rng=rng).items():
             metrics[m][ri, idx] = values
 
-    # Per-matrix measures from the singular values [METHODS 2], NaN where there is no checkpoint.
+    # Per-matrix measures from the singular values [docs/methods.md#effective-rank], NaN where there is no checkpoint.
     with np.errstate(invalid="ignore", divide="ignore"):
         total = np.nansum(sv, axis=-1)
         p = sv / total[..., None]

@@ -1,4 +1,7 @@
-"""`sedviz compute | info | demo | report` — the command line over the public API."""
+"""`sedviz compute | info | demo | report | lab` — the command line over the public API.
+
+Parsing imports nothing heavy: torch, xarray and the notebook stack load inside the command that
+needs them, so ``sedviz --help`` answers at once (benchmarks/startup.py measures it)."""
 from __future__ import annotations
 
 import argparse
@@ -25,7 +28,7 @@ def _compute(args) -> int:
         align=not args.no_align, sva=not args.no_sva, sketch=not args.no_sketch, sketch_dim=args.sketch_dim,
         sketch_seed=args.sketch_seed, windows=tuple(args.windows), max_lag=_max_lag(args.max_lag),
         on_error=args.on_error, client=client, store_format=args.format, progress=not args.quiet,
-        n_heads=args.n_heads, kinds=_kinds(args.kinds), pairs=_pairs(args.pairs),
+        n_heads=args.n_heads, kinds=_kinds(args.kinds), pairs=_pairs(args.pairs), threads=args.threads,
     )
     print(summary(ds))
     return 0
@@ -96,7 +99,7 @@ def _demo(args) -> int:
     runs = demo.train_demo(out, progress=not args.quiet)
     t1 = time.perf_counter()
     store = Path(args.store) if args.store else out / "demo.zarr"
-    ds = compute(runs, store, progress=not args.quiet)
+    ds = compute(runs, store, progress=not args.quiet, threads=args.threads)
     t2 = time.perf_counter()
     print(summary(ds))
     print(f"\ntrained {len(runs)} runs in {t1 - t0:.0f} s, computed their spectra in {t2 - t1:.0f} s -> {store}")
@@ -118,12 +121,46 @@ def _report(args) -> int:
     return 0
 
 
+def _lab(args) -> int:
+    import subprocess
+
+    cmd, folder = lab_command(args.notebook, no_browser=args.no_browser, port=args.port)
+    print(f"sedviz lab: opening JupyterLab on {folder} (Ctrl-C stops it)", file=sys.stderr)
+    return subprocess.call(cmd)
+
+
+def lab_command(notebook: str = "quickstart.ipynb", *, no_browser: bool = False, port: int | None = None):
+    """The JupyterLab command ``sedviz lab`` runs, and the notebook folder it opens."""
+    import importlib.util
+
+    from .report import notebook_folder
+
+    if importlib.util.find_spec("jupyterlab") is None:
+        raise SedvizError("JupyterLab is not installed; install sedviz's notebook extra: pip install 'sedviz[viz]'")
+    folder = notebook_folder()
+    cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={folder}"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")  # Jupyter refuses to start as root without it (containers, VMs)
+    if no_browser:
+        cmd.append("--no-browser")
+    if port:
+        cmd.append(f"--port={port}")
+    if (folder / notebook).is_file():
+        cmd.append(str(folder / notebook))
+    else:
+        print(f"sedviz lab: {notebook} is not in {folder}; opening the folder", file=sys.stderr)
+    return cmd, folder
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sedviz", description="Spectral dynamics of neural network training.")
     p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", required=True)
+    threads = argparse.ArgumentParser(add_help=False)
+    threads.add_argument("--threads", type=_positive_int, metavar="N",
+                         help="CPU threads for torch and BLAS (default: OMP_NUM_THREADS when set, else 1)")
 
-    c = sub.add_parser("compute", help="compute spectra of one or many runs of checkpoints into a store")
+    c = sub.add_parser("compute", parents=[threads], help="compute spectra of one or many runs of checkpoints into a store")
     c.add_argument("runs", nargs="+", help="run folders of checkpoints")
     c.add_argument("-o", "--output", required=True, help="store: a Zarr folder (default) or a .nc file; extended if it exists")
     c.add_argument("--name", action="append", help="run name (repeat once per run; default: folder names)")
@@ -149,21 +186,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="what is in a store")
     i.add_argument("store")
-    i.set_defaults(func=_info)
+    i.set_defaults(func=_info, threads=None)
 
-    d = sub.add_parser("demo", help="train the demo grokking runs (CPU, a few minutes) and compute their spectra")
+    d = sub.add_parser("demo", parents=[threads], help="train the demo grokking runs (CPU, a few minutes) and compute their spectra")
     d.add_argument("out", nargs="?", default="runs/demo", help="folder for the runs (default runs/demo)")
     d.add_argument("--store", help="store path (default OUT/demo.zarr)")
     d.add_argument("--ship", action="store_true", help="also refresh the demo data shipped in the package (developers)")
     d.add_argument("-q", "--quiet", action="store_true")
     d.set_defaults(func=_demo)
 
-    r = sub.add_parser("report", help="execute the report notebook on a store or run folders; write .ipynb and HTML")
+    r = sub.add_parser("report", parents=[threads], help="execute the report notebook on a store or run folders; write .ipynb and HTML")
     r.add_argument("source", nargs="+", help="a store, or run folders")
     r.add_argument("-o", "--output", required=True, help="output folder")
     r.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), help="notebook parameter")
     r.set_defaults(func=_report)
+
+    lab = sub.add_parser("lab", help="open JupyterLab on sedviz's notebooks (the quick start first)")
+    lab.add_argument("notebook", nargs="?", default="quickstart.ipynb", help="notebook to open (default quickstart.ipynb)")
+    lab.add_argument("--no-browser", action="store_true", help="start the server only; open the printed URL yourself")
+    lab.add_argument("--port", type=_positive_int, help="port (default: Jupyter's, 8888 or the next free one)")
+    lab.set_defaults(func=_lab, threads=None)
     return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
 
 
 def _version() -> str:
@@ -177,6 +230,9 @@ def main(argv=None) -> int:
     non-zero exit: 2 for bad input, 1 for a file system error, 3 for a bug (SEDVIZ_TRACEBACK=1
     prints its traceback), 130 for Ctrl-C."""
     args = build_parser().parse_args(argv)
+    from .threads import pin_environment
+
+    pin_environment(args.threads)  # before torch or numpy load: their thread pools read it once
     warnings.formatwarning = _one_line_warning
     try:
         return args.func(args)

@@ -36,9 +36,103 @@ RECORD_DIMS = {
 SPECTRA = ("sv", "eff_rank", "stable_rank", "spectral_norm", "fro_norm")
 
 
+M = "docs/methods.md"
+# CF-style attrs of every variable and coordinate the pipeline writes (docs/schema.md): long_name,
+# units where the quantity has them ("1": dimensionless; singular values and norms are in the
+# units of the weights, which sedviz does not know, so they have none), and a one-line description.
+VARIABLE_ATTRS: dict[str, dict[str, str]] = {
+    "sv": {"long_name": "singular value", "description": "singular values of the layer's weight matrix, descending; "
+           f"NaN past min(rows, cols) ({M}#singular-values)"},
+    "eff_rank": {"long_name": "normalized effective rank", "units": "1",
+                 "description": "exp of the entropy of the normalized singular values, over min(rows, cols); "
+                 f"1 for a flat spectrum, near 0 for rank one ({M}#effective-rank)"},
+    "stable_rank": {"long_name": "stable rank", "units": "1",
+                    "description": f"sum of squared singular values over the largest squared ({M}#norms-and-stable-rank)"},
+    "spectral_norm": {"long_name": "spectral norm", "description": "largest singular value, in the units of the weights "
+                      f"({M}#norms-and-stable-rank)"},
+    "fro_norm": {"long_name": "Frobenius norm", "description": "square root of the sum of squared singular values "
+                 f"({M}#norms-and-stable-rank)"},
+    "sva": {"long_name": "agreement with the final checkpoint", "units": "1",
+            "description": "|<u_i, u_i final>| |<v_i, v_i final>| for each of the top-k singular directions, in [0, 1] "
+            f"({M}#agreement-with-the-final-checkpoint)"},
+    "sva_score": {"long_name": "agreement score", "units": "1",
+                  "description": f"mean of the first 10 entries of sva ({M}#agreement-with-the-final-checkpoint)"},
+    "align": {"long_name": "alignment of consecutive layers", "units": "1",
+              "description": "diagonal of the alignment matrix of a consecutive pair of layers, in [0, 1] "
+              f"({M}#alignment-of-consecutive-layers)"},
+    "align_score": {"long_name": "alignment score", "units": "1",
+                    "description": f"mean of the first 10 entries of align ({M}#alignment-of-consecutive-layers)"},
+    "sketch": {"long_name": "JL sketch of the parameters",
+               "description": f"seeded sparse random projection of each parameter at this checkpoint ({M}#spectral-edge)"},
+    "delta_dot": {"long_name": "dot product of updates",
+                  "description": "<d_i, d_(i-lag)> per parameter, d_i the change since the previous saved checkpoint; "
+                  f"NaN where undefined ({M}#spectral-edge)"},
+    "train_loss": {"long_name": "training loss", "description": "from the run's metric log, at the checkpoint steps"},
+    "val_loss": {"long_name": "validation loss", "description": "from the run's metric log, at the checkpoint steps"},
+    "train_acc": {"long_name": "training accuracy", "units": "1",
+                  "description": "from the run's metric log, at the checkpoint steps"},
+    "val_acc": {"long_name": "validation accuracy", "units": "1",
+                "description": "from the run's metric log, at the checkpoint steps"},
+}
+COORD_ATTRS: dict[str, dict[str, str]] = {
+    "run": {"long_name": "run", "description": "run name, by default the name of the run's folder"},
+    "step": {"long_name": "optimizer step", "description": "step the checkpoint was saved at; the union over runs"},
+    "layer": {"long_name": "layer", "description": "parameter name of a weight matrix, in forward order"},
+    "layer_kind": {"long_name": "layer kind", "description": "role of the layer: embed, attn_qkv, mlp_in, conv, ..."},
+    "depth": {"long_name": "block index", "description": "index of the block the layer belongs to, -1 when unknown"},
+    "rows": {"long_name": "rows", "description": "output size of the matrix as the layer acts"},
+    "cols": {"long_name": "columns", "description": "input size of the matrix as the layer acts"},
+    "rank": {"long_name": "singular value index", "description": "0-based position in the descending spectrum"},
+    "pair": {"long_name": "layer pair", "description": "consecutive pair of layers, 'src -> dst'"},
+    "pair_src": {"long_name": "source layer", "description": "layer whose output feeds the pair's destination"},
+    "pair_dst": {"long_name": "destination layer", "description": "layer that reads the source's output"},
+    "pair_kind": {"long_name": "pair kind", "description": "kinds of the two layers, or qk / vo for attention heads"},
+    "param": {"long_name": "parameter", "description": "every floating state entry of the model, matrices and vectors"},
+    "param_kind": {"long_name": "parameter kind", "description": "layer kind of a matrix, or bias, norm, vector"},
+    "param_size": {"long_name": "parameter size", "units": "1", "description": "number of elements"},
+    "proj": {"long_name": "sketch coordinate", "description": "index of the random projection"},
+    "lag": {"long_name": "lag", "description": "lag between updates, in saved checkpoints of the run"},
+}
+#: Data variables in this order, first to last; others (more metric columns) follow by name.
+VARIABLE_ORDER = ("sv", "eff_rank", "stable_rank", "spectral_norm", "fro_norm", "sva", "sva_score", "align",
+                  "align_score", "sketch", "delta_dot", "train_loss", "val_loss", "train_acc", "val_acc")
+
+
+def describe(ds: xr.Dataset) -> xr.Dataset:
+    """The Dataset as sedviz hands it out: variables in :data:`VARIABLE_ORDER` (``sv`` first), CF
+    attrs on every variable and coordinate it knows (others from the metric logs get a long_name
+    and a description), and string coordinates as plain numpy unicode (``<U``), whatever the store
+    gave back (object, numpy's StringDType). Lazy variables stay lazy."""
+    known = [v for v in VARIABLE_ORDER if v in ds.data_vars]
+    rest = sorted(str(v) for v in ds.data_vars if v not in VARIABLE_ORDER)
+    out = ds[known + rest] if list(ds.data_vars) != known + rest else ds
+    strings = {}
+    for name, coord in out.coords.items():
+        if coord.dtype.kind in "OT" or (coord.dtype.kind == "U" and coord.dtype != np.dtype(str)) or \
+                type(coord.dtype).__name__ == "StringDType":
+            values = np.asarray([str(v) for v in coord.values.ravel().tolist()], dtype=str).reshape(coord.shape)
+            strings[name] = (coord.dims, values)
+    if strings:
+        index = {k: v for k, v in strings.items() if k in out.dims}
+        if index:
+            out = out.assign_coords({k: v[1] for k, v in index.items()})
+        other = {k: v for k, v in strings.items() if k not in out.dims}
+        if other:
+            out = out.assign_coords(other)
+    for name in out.variables:
+        table = COORD_ATTRS if name in out.coords else VARIABLE_ATTRS
+        attrs = table.get(str(name))
+        if attrs is None and name in out.data_vars and set(out[name].dims) == {"run", "step"}:
+            attrs = {"long_name": str(name).replace("_", " "), "description": "from the run's metric log, at the "
+                     "checkpoint steps"}
+        if attrs:
+            out[name].attrs.update(attrs)
+    return out
+
+
 @dataclass(frozen=True)
 class ParamInfo:
-    """One state entry of the trajectory (METHODS 7): every float parameter, matrices and vectors."""
+    """One state entry of the trajectory (docs/methods.md#spectral-edge): every float parameter, matrices and vectors."""
 
     name: str
     size: int
@@ -184,7 +278,7 @@ def assemble(
             out.attrs[key] = json.dumps({n: run_attrs.get(n, {}).get(key) for n in names})
     if summaries:
         out.attrs["summary"] = json.dumps(summaries)
-    return out
+    return describe(out)
 
 
 def _union_coords(runs, dim, names) -> pd.DataFrame | None:

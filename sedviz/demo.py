@@ -9,7 +9,7 @@ full-batch training on a fixed 30% of all p*p pairs, validation on the remaining
 Two runs share everything but the weight decay:
 
 - ``grok_wd1`` (weight decay 1.0) memorizes the training pairs early, then much later generalizes:
-  validation accuracy jumps from chance to ~1 (the grok step, METHODS 9).
+  validation accuracy jumps from chance to ~1 (the grok step, docs/methods.md#early-warning).
 - ``grok_wd0`` (weight decay 0.0) memorizes too and never generalizes within the same steps; it is
   the control on which an early-warning detector must stay silent.
 
@@ -35,7 +35,7 @@ stays below 0.03 validation accuracy for all 3500 steps. Each run has 141 checkp
 takes about 65 s of CPU time; other seeds grokked at steps 2225-2900.
 
 ``sedviz.demo:make_model`` and ``sedviz.demo:evaluate`` work with no arguments, so they serve as the
-model factory and the evaluation of the pruning and connectivity analyses (METHODS 5, 6).
+model factory and the evaluation of the pruning and connectivity analyses (docs/methods.md#pruning, 6).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Parameter names -> matrix views and layer kinds (METHODS 1).
+"""Parameter names -> matrix views and layer kinds (docs/methods.md#which-matrices).
 
 A state dict says nothing about module types, so the kind of each entry is read from its name
 (common torch, GPT-2, NeoX, Llama and sedviz demo names) and its shape. Kinds decide how a
@@ -174,7 +174,7 @@ def layer_kind(name: str, shape: tuple[int, ...]) -> str:
 
 
 def matrix_view(tensor: torch.Tensor, kind: str) -> torch.Tensor:
-    """The 2-D matrix whose singular values are the layer's spectrum (METHODS 1).
+    """The 2-D matrix whose singular values are the layer's spectrum (docs/methods.md#which-matrices).
 
     Linear: as stored (out, in; GPT-2 ``Conv1D`` as stored, (in, out)). Conv (c_out, c_in, kh, kw):
     reshape to (c_out, c_in*kh*kw). Transposed conv, stored (c_in, c_out, kh, kw): swap the first

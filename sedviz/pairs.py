@@ -1,4 +1,4 @@
-"""Consecutive layer pairs whose singular vectors are compared (METHODS 3; Yunis et al. 2024, Eqn 3-4).
+"""Consecutive layer pairs whose singular vectors are compared (docs/methods.md#alignment-of-consecutive-layers; Yunis et al. 2024, Eqn 3-4).
 
 A pair says which singular vectors of which (sub)matrices meet: the output side of the earlier
 matrix against the input side of the later one. The streaming pass reads :func:`operands` to
@@ -105,7 +105,7 @@ class Operand:
 
 @dataclass(frozen=True)
 class PairSpec:
-    """A consecutive pair: its diagonal is the mean over ``terms`` of |<x_j, y_j>| (METHODS 3)."""
+    """A consecutive pair: its diagonal is the mean over ``terms`` of |<x_j, y_j>| (docs/methods.md#alignment-of-consecutive-layers)."""
 
     src: str
     dst: str
@@ -552,7 +552,7 @@ def _token_table(name: str) -> bool:
 
 def consecutive_pairs(layers: list[LayerInfo], *, explicit=None, n_heads: int | None = None,
                       n_heads_source: str = "n_heads", tied_embeddings: bool | None = None) -> list[PairSpec]:
-    """Architecture-aware consecutive pairs of a model's matrices (METHODS 3, Yunis et al. 2024 Eqn 3-4).
+    """Architecture-aware consecutive pairs of a model's matrices (docs/methods.md#alignment-of-consecutive-layers, Yunis et al. 2024 Eqn 3-4).
 
     Parameters
     ----------

@@ -1,10 +1,10 @@
 """The streaming pass: every checkpoint read once, every matrix decomposed once.
 
 For each run the final checkpoint is read first (its top-k singular vectors are the reference
-for the agreement ``sva``, METHODS 4), then the others in step order. From each checkpoint the
-pass takes everything any analysis needs: singular values and measures (METHODS 2), top-k
-vectors for consecutive pairs (``align``, METHODS 3) and for ``sva``, per-parameter JL sketches
-and exact dot products of consecutive updates (METHODS 7). Only a record of numbers leaves the
+for the agreement ``sva``, docs/methods.md#agreement-with-the-final-checkpoint), then the others in step order. From each checkpoint the
+pass takes everything any analysis needs: singular values and measures (docs/methods.md#effective-rank), top-k
+vectors for consecutive pairs (``align``, docs/methods.md#alignment-of-consecutive-layers) and for ``sva``, per-parameter JL sketches
+and exact dot products of consecutive updates (docs/methods.md#spectral-edge). Only a record of numbers leaves the
 pass, so memory holds about one checkpoint, plus the last ``max_lag`` updates when exact update
 dot products are on (they are on automatically only while they fit in ``exact_memory``).
 
@@ -19,6 +19,7 @@ import contextlib
 import json
 import math
 import os
+import sys
 import time
 import warnings
 from collections import deque
@@ -38,6 +39,7 @@ from .io.store import NetCDFStore, Store, open_store
 from .layers import LayerInfo, is_buffer, layer_kind, matrix_view, model_layers
 from .sketch import Sketcher
 from .spectra import SVD, decompose, measures, resolve_device, resolve_dtype
+from .threads import using_threads
 
 ON_ERROR = ("raise", "skip")
 
@@ -522,6 +524,7 @@ def compute(
     client=None,
     store_format: str | None = None,
     progress: bool = True,
+    threads: int | None = None,
 ):
     """Compute the spectra of every checkpoint of one or many runs into one Dataset.
 
@@ -537,10 +540,10 @@ def compute(
         ``None`` keeps everything in memory.
     device : ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``.
     dtype : ``"float32"`` (default, as in Yunis et al.) or ``"float64"``.
-    k : number of top singular vectors kept for ``align`` and ``sva`` (METHODS 3-4).
+    k : number of top singular vectors kept for ``align`` and ``sva`` (docs/methods.md#alignment-of-consecutive-layers, #agreement-with-the-final-checkpoint).
     align, sva : compute alignment of consecutive pairs / agreement with the final checkpoint.
     pairs : explicit list of ``("src", "dst")`` layer-name pairs instead of detection.
-    sketch, sketch_dim, sketch_seed : per-parameter JL sketches (METHODS 7); ``sketch_dim``
+    sketch, sketch_dim, sketch_seed : per-parameter JL sketches (docs/methods.md#spectral-edge); ``sketch_dim``
         defaults to 10 x the largest of ``windows``.
     max_lag : exact update dot products up to this lag: ``"auto"`` (up to 255 as the model's size
         and ``exact_memory`` allow, independent of the run's length), ``"all"``, an int or None.
@@ -548,6 +551,9 @@ def compute(
         conv called ``1.weight``); :func:`sedviz.layers.kinds_from_model` reads them from a model.
     on_error : ``"raise"`` (default) or ``"skip"``: warn and leave a bad checkpoint out.
     client : a ``dask.distributed.Client`` to spread checkpoints over its workers.
+    progress : a progress bar per run, and one line when a store already holds every checkpoint.
+    threads : torch threads for the pass (restored afterwards); default ``OMP_NUM_THREADS`` when
+        set, else 1 (:mod:`sedviz.threads`; docs/cli.md has the measurements).
 
     Returns
     -------
@@ -573,11 +579,13 @@ def compute(
     for src in sources:
         _check_steps(src, on_error)
     st: Store = open_store(store, store_format) if store is not None else NetCDFStore(None)
-    with st.writing():  # the writer lock: a second writer gets a StoreError naming this process
+    with st.writing(), using_threads(threads):  # the writer lock: a second writer gets a StoreError naming this process
         _prepare_store(st, opts, dev)
-        for src in sources:
-            _compute_run(st, src, opts, dev, on_error=on_error, client=client, progress=progress)
+        done = sum(_compute_run(st, src, opts, dev, on_error=on_error, client=client, progress=progress)
+                   for src in sources)
         st.flush()
+    if progress and done == 0 and store is not None:
+        print(f"nothing new to compute: {st.path} holds every checkpoint of {len(sources)} run(s)", file=sys.stderr)
     return st.open() if store is not None else _assemble_memory(st)
 
 
@@ -667,8 +675,8 @@ def _rebuild_reasons(info: dict, stored: set, plan: RunPlan, opts: Options, fina
     return reasons
 
 
-def _compute_run(st: Store, src: RunSource, opts: Options, dev, *, on_error, client, progress) -> None:
-    """Compute the checkpoints of ``src`` the store lacks. The final checkpoint is read and checked
+def _compute_run(st: Store, src: RunSource, opts: Options, dev, *, on_error, client, progress) -> int:
+    """Compute the checkpoints of ``src`` the store lacks; returns how many. The final checkpoint is read and checked
     before anything stored changes; a run that must be recomputed is built beside the stored one
     and swapped in when complete (``Store.rebuilding``)."""
     refs = list(src.checkpoints)
@@ -705,7 +713,7 @@ def _compute_run(st: Store, src: RunSource, opts: Options, dev, *, on_error, cli
     st.write_metrics(src.name, metrics)
     if not todo:
         st.commit(src.name, run_attrs)  # the metric log may have grown
-        return
+        return 0
     reference, cached = None, {}
     if opts.sva or final in todo:  # decomposed once: the sva reference and/or its own record
         eng = Engine(plan, opts, dev, on_error=on_error)
@@ -740,6 +748,7 @@ def _compute_run(st: Store, src: RunSource, opts: Options, dev, *, on_error, cli
             bar.close()
         if not writer.wrote:
             st.commit(src.name, run_attrs)  # every new checkpoint was skipped: commit the metric log alone
+    return len(todo)
 
 
 class _Writer:

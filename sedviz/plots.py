@@ -251,7 +251,7 @@ def _per_run_heatmaps(ds, var, ydim, run, labels, steps, func, param, clim=None,
 
 
 def plot_eff_rank(ds: xr.Dataset, run=None, *, layers=None, steps=None, layout: bool = False):
-    """Heat map of the normalized effective rank ``eff_rank`` (METHODS 2), layer x step.
+    """Heat map of the normalized effective rank ``eff_rank`` (docs/methods.md#effective-rank), layer x step.
 
     ``run`` given: one hv.HeatMap (key dims step, layer; value dim eff_rank), layers in Dataset
     order from the top. ``run=None`` (or a list): an hv.HoloMap over ``run`` (a run selector when
@@ -272,7 +272,7 @@ def _diagonal_heatmap(ds, var, dim, run, key, ranks, steps, f):
 
 
 def plot_align(ds: xr.Dataset, run, pair, *, ranks=slice(0, 100), steps=None) -> hv.HeatMap:
-    """Diagonal of the alignment matrix ``align`` (METHODS 3, [Y] Eqn 3-4) of one pair, rank x step.
+    """Diagonal of the alignment matrix ``align`` (docs/methods.md#alignment-of-consecutive-layers, [Y] Eqn 3-4) of one pair, rank x step.
 
     hv.HeatMap with key dims (step, rank), value dim ``align`` in [0, 1], rank 0 on top.
     ``ranks`` defaults to the top 100 as in [Y]'s figures.
@@ -281,7 +281,7 @@ def plot_align(ds: xr.Dataset, run, pair, *, ranks=slice(0, 100), steps=None) ->
 
 
 def plot_align_score(ds: xr.Dataset, run=None, *, pairs=None, steps=None, layout: bool = False):
-    """Heat map of ``align_score`` (mean of the first 10 diagonal entries, METHODS 3), pair x step.
+    """Heat map of ``align_score`` (mean of the first 10 diagonal entries, docs/methods.md#alignment-of-consecutive-layers), pair x step.
 
     One hv.HeatMap for a run; an hv.HoloMap over run (or hv.Layout with ``layout=True``) otherwise.
     """
@@ -290,7 +290,7 @@ def plot_align_score(ds: xr.Dataset, run=None, *, pairs=None, steps=None, layout
 
 
 def plot_sva(ds: xr.Dataset, run, layer, *, ranks=slice(0, 100), steps=None) -> hv.HeatMap:
-    """Diagonal of the agreement with the final checkpoint ``sva`` (METHODS 4, [Y] Eqn 5), rank x step.
+    """Diagonal of the agreement with the final checkpoint ``sva`` (docs/methods.md#agreement-with-the-final-checkpoint, [Y] Eqn 5), rank x step.
 
     hv.HeatMap with key dims (step, rank), value dim ``sva`` in [0, 1], rank 0 on top.
     """
@@ -298,7 +298,7 @@ def plot_sva(ds: xr.Dataset, run, layer, *, ranks=slice(0, 100), steps=None) -> 
 
 
 def plot_sva_score(ds: xr.Dataset, run=None, *, layers=None, steps=None, layout: bool = False):
-    """Heat map of ``sva_score`` (mean of the first 10 entries of ``sva``, METHODS 4), layer x step.
+    """Heat map of ``sva_score`` (mean of the first 10 entries of ``sva``, docs/methods.md#agreement-with-the-final-checkpoint), layer x step.
 
     One hv.HeatMap for a run; an hv.HoloMap over run (or hv.Layout with ``layout=True``) otherwise.
     """
@@ -374,7 +374,7 @@ def _bars_and_curves(res, variables, cat_dim, colors, run, step, func, x_dim=Non
 
 
 def plot_prune(prune_ds: xr.Dataset, *, run=None, step=None, fraction=None):
-    """SVD pruning (METHODS 5, [Y] Fig. 4): full vs top vs bottom singular directions kept.
+    """SVD pruning (docs/methods.md#pruning, [Y] Fig. 4): full vs top vs bottom singular directions kept.
 
     ``prune_ds`` holds ``prune_loss`` and/or ``prune_acc`` with dims (run, step, keep, fraction),
     keep in {full, top, bottom}. For each variable: hv.Bars of (run, keep) at one ``fraction``
@@ -399,7 +399,7 @@ def plot_prune(prune_ds: xr.Dataset, *, run=None, step=None, fraction=None):
 
 
 def plot_masks(mask_ds: xr.Dataset, *, run=None, step=None):
-    """Magnitude pruning against its random control (METHODS 5): ``mask_loss`` / ``mask_acc``.
+    """Magnitude pruning against its random control (docs/methods.md#pruning): ``mask_loss`` / ``mask_acc``.
 
     Dims (run, step, mask), mask in {full, magnitude, random}. For each variable: hv.Bars of
     (run, mask) at ``step`` (default the last with values), and when there are several steps an
@@ -413,7 +413,7 @@ def plot_masks(mask_ds: xr.Dataset, *, run=None, step=None):
 
 
 def plot_lmc(lmc_ds: xr.Dataset, *, run=None, var: str = "lmc_loss") -> hv.Overlay:
-    """Linear mode connectivity (METHODS 6, [Y] Eqn 6): ``lmc_loss`` (or ``var="lmc_acc"``) over ``alpha``.
+    """Linear mode connectivity (docs/methods.md#linear-mode-connectivity, [Y] Eqn 6): ``lmc_loss`` (or ``var="lmc_acc"``) over ``alpha``.
 
     One solid curve per combination of the other dims of the variable (e.g. run; none for the
     output of ``sedviz.analysis.lmc``), and dashed the straight line (1 - alpha) L(0) + alpha L(1)
@@ -480,7 +480,7 @@ def _product(lists):
 
 def plot_edge(edge_ds: xr.Dataset, run, window, *, phases_ds: xr.Dataset | None = None,
               ds: xr.Dataset | None = None, steps=None) -> hv.Overlay:
-    """The spectral edge series ``edge`` (METHODS 7, [S]) of one run and window size.
+    """The spectral edge series ``edge`` (docs/methods.md#spectral-edge, [S]) of one run and window size.
 
     With ``phases_ds`` (from ``sedviz.analysis.phases``: peak_step, plateau_start, plateau_end,
     collapse_step per (run, window)) the rise, plateau and collapse are shaded and the peak
@@ -539,7 +539,7 @@ def _window_colors(windows) -> dict:
 
 
 def plot_lag_flip(lag_ds: xr.Dataset, run, *, window=None) -> hv.Overlay:
-    """Cross-correlation of the edge with the validation loss against lag (METHODS 8, [S]).
+    """Cross-correlation of the edge with the validation loss against lag (docs/methods.md#lag-flip, [S]).
 
     ``lag_ds`` holds ``xcorr`` (run, window, lag) and optionally ``peak_lag``, ``peak_r`` (run,
     window), ``null_band`` (run, window, lag) and ``flip_text`` (run). One curve per window size
@@ -591,7 +591,7 @@ def plot_lag_flip(lag_ds: xr.Dataset, run, *, window=None) -> hv.Overlay:
 
 
 def plot_drift(drift_ds: xr.Dataset, run=None, *, steps=None) -> hv.Overlay:
-    """Backbone share a(t)^2 / ||x_t||^2 of the drift direction over steps (METHODS 10, [D]).
+    """Backbone share a(t)^2 / ||x_t||^2 of the drift direction over steps (docs/methods.md#drift, [D]).
 
     ``drift_ds`` holds ``backbone_share`` (run, step). One curve per run (label = run name).
     """
@@ -686,7 +686,7 @@ def plot_loss(ds: xr.Dataset, runs=None, *, steps=None, logy: bool = False) -> h
 
 def plot_warning(ew_ds: xr.Dataset, ds: xr.Dataset | None = None, *, run=None, detectors=None,
                  steps=None) -> hv.Layout:
-    """Grokking early-warning signals (METHODS 9) with their fire step and the grok step.
+    """Grokking early-warning signals (docs/methods.md#early-warning) with their fire step and the grok step.
 
     ``ew_ds`` holds ``signal`` (run, detector, step), ``fire_step`` (run, detector) and
     ``grok_step`` (run[, detector]), as ``sedviz.analysis.early_warning`` returns them; its

@@ -34,7 +34,7 @@ from typing import Any
 
 from .errors import SedvizError
 
-__all__ = ["report", "notebook_parameters", "validate_parameters", "convert_parameter", "find_notebook", "embed_bokehjs",
+__all__ = ["report", "notebook_folder", "notebook_parameters", "validate_parameters", "convert_parameter", "find_notebook", "embed_bokehjs",
            "bokehjs_html", "show", "note", "md_text", "md_code", "external_resources",
            "ReportParameter"]
 
@@ -84,6 +84,15 @@ def find_notebook(notebook=None) -> Path:
             return path
     raise SedvizError(f"the report notebook is missing from this installation (looked for {_PACKAGE_NOTEBOOK} and "
                       f"{_REPO_NOTEBOOK}); reinstall sedviz, or pass notebook= the path of a report notebook")
+
+
+def notebook_folder() -> Path:
+    """The folder of sedviz's notebooks that ``sedviz lab`` opens: a source checkout's ``notebooks/``
+    (the tutorials and the report), else the one installed in the package (the report)."""
+    for folder in (_REPO_NOTEBOOK.parent, _PACKAGE_NOTEBOOK.parent):
+        if folder.is_dir() and any(folder.glob("*.ipynb")):
+            return folder
+    raise SedvizError(f"no notebooks found in {_REPO_NOTEBOOK.parent} or {_PACKAGE_NOTEBOOK.parent}; reinstall sedviz")
 
 
 def notebook_parameters(notebook=None) -> dict[str, ReportParameter]:

@@ -1,4 +1,4 @@
-"""Per-parameter Johnson-Lindenstrauss sketches of a checkpoint (METHODS 7).
+"""Per-parameter Johnson-Lindenstrauss sketches of a checkpoint (docs/methods.md#spectral-edge).
 
 Xu (2026) sketches the flattened parameter vector with a dense Gaussian map N(0, 1/d). For a
 124M-parameter model that map is 124M x d floats, about 150 s per checkpoint to apply on a

@@ -1,4 +1,4 @@
-"""Tests of sedviz.analysis.coupling (METHODS 8): cross-correlation sign convention, lag flip on a
+"""Tests of sedviz.analysis.coupling (docs/methods.md#lag-flip): cross-correlation sign convention, lag flip on a
 constructed pair, Granger tests against an independent numpy computation."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of sedviz.analysis.drift (METHODS 10): a trajectory with a known backbone, and every
+"""Tests of sedviz.analysis.drift (docs/methods.md#drift): a trajectory with a known backbone, and every
 output against numpy float64 computed on the explicitly stacked drift rows."""
 from __future__ import annotations
 

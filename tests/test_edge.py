@@ -1,4 +1,4 @@
-"""Tests of sedviz.analysis.edge (METHODS 7): window spectra against numpy float64 SVDs of the
+"""Tests of sedviz.analysis.edge (docs/methods.md#spectral-edge): window spectra against numpy float64 SVDs of the
 explicitly stacked updates, signal rank on a constructed rank-2 trajectory, the sketch path,
 phases on a constructed series.
 

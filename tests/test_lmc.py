@@ -1,4 +1,4 @@
-"""Linear mode connectivity and perturbation (METHODS 6) against numpy float64."""
+"""Linear mode connectivity and perturbation (docs/methods.md#linear-mode-connectivity) against numpy float64."""
 import json
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Consecutive pair detection (METHODS 3): exact pair lists for real small torch models and for
+"""Consecutive pair detection (docs/methods.md#alignment-of-consecutive-layers): exact pair lists for real small torch models and for
 name/shape lists of GPT-2, NeoX, Llama and the sedviz demo."""
 import json
 import warnings

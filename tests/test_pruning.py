@@ -1,4 +1,4 @@
-"""SVD pruning and magnitude masks (METHODS 5) against numpy float64 on small linear models."""
+"""SVD pruning and magnitude masks (docs/methods.md#pruning) against numpy float64 on small linear models."""
 import json
 import math
 

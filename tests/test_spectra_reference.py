@@ -1,4 +1,4 @@
-"""sv and eff_rank from the pass against an independent numpy float64 computation (METHODS 1-2)."""
+"""sv and eff_rank from the pass against an independent numpy float64 computation (docs/methods.md#which-matrices, #effective-rank)."""
 import numpy as np
 import pytest
 import torch
@@ -9,7 +9,7 @@ from sedviz.layers import kinds_from_model
 
 
 def _np_matrix(name: str, w: np.ndarray, transposed_conv: bool) -> np.ndarray:
-    """METHODS 1, written out independently of sedviz.layers."""
+    """docs/methods.md#which-matrices, written out independently of sedviz.layers."""
     if w.ndim == 2:
         return w
     if transposed_conv:

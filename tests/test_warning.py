@@ -1,4 +1,4 @@
-"""Tests of sedviz.analysis.warning (METHODS 9): grok step, the detectors' signals against numpy,
+"""Tests of sedviz.analysis.warning (docs/methods.md#early-warning): grok step, the detectors' signals against numpy,
 firing before the grok step on a synthetic grokking-like run and silence on its control."""
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
-"""Shared helpers for the trajectory analyses (METHODS 7-10): choosing a group of parameters,
+"""Shared helpers for the trajectory analyses (docs/methods.md#spectral-edge-10): choosing a group of parameters,
 per-run Gram matrices of the updates from ``delta_dot`` or ``sketch``, window Grams and spectra.
 
 Everything here works on one run at a time, on the checkpoints that run actually has (runs may
 have different step grids inside the union ``step`` coordinate, see docs/schema.md).
 
-Notation (METHODS 7): a run has checkpoints theta_0 .. theta_n at steps t_0 < ... < t_n and updates
+Notation (docs/methods.md#spectral-edge): a run has checkpoints theta_0 .. theta_n at steps t_0 < ... < t_n and updates
 d_j = theta_j - theta_{j-1}, j = 1..n, labelled with the step t_j of their later checkpoint.
 The *band* of a group of parameters is the n x (L+1) array ``band[j, l] = <d_j, d_{j-l}>`` (inner
 products add over the parameters of the group); NaN where j - l falls before the first update.
@@ -22,7 +22,7 @@ import xarray as xr
 from sedviz.errors import SedvizError
 
 SOURCES = ("delta_dot", "sketch")
-GAP_FLOOR = 1e-15  # METHODS 7: denominator floor of the gap ratios
+GAP_FLOOR = 1e-15  # docs/methods.md#spectral-edge: denominator floor of the gap ratios
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,7 +153,7 @@ def params_keyword(params, layers, fn: str, default=None):
 
 
 def select_params(ds, spec, fn: str, name: str = "layers") -> list[str]:
-    """Names of the parameters of the group chosen by ``spec`` (METHODS 7: whole model by default).
+    """Names of the parameters of the group chosen by ``spec`` (docs/methods.md#spectral-edge: whole model by default).
 
     ``name`` is the keyword the caller took ``spec`` from (for the message).
 
@@ -297,7 +297,7 @@ def window_grams(band: np.ndarray, W: int) -> np.ndarray:
     """Grams of all windows of W consecutive updates, shape (n - W + 1, W, W).
 
     Window ending at update j: X = [d_{j-W+1}; ...; d_j] and G[a, b] = <d_{j-W+1+a}, d_{j-W+1+b}>
-    = band[j - W + 1 + max(a, b), |a - b|] (METHODS 7).
+    = band[j - W + 1 + max(a, b), |a - b|] (docs/methods.md#spectral-edge).
     """
     n = band.shape[0]
     nw = n - W + 1
@@ -310,7 +310,7 @@ def window_grams(band: np.ndarray, W: int) -> np.ndarray:
 
 
 def gram_eigvals(G: np.ndarray) -> np.ndarray:
-    """Eigenvalues of symmetric Grams (..., W, W), descending, negatives clamped to 0 (METHODS 7).
+    """Eigenvalues of symmetric Grams (..., W, W), descending, negatives clamped to 0 (docs/methods.md#spectral-edge).
 
     Grams holding a NaN give NaN eigenvalues.
     """
@@ -325,7 +325,7 @@ def gram_eigvals(G: np.ndarray) -> np.ndarray:
 
 
 def gap_ratios(s: np.ndarray) -> np.ndarray:
-    """r_k = s_k / max(s_{k+1}, 1e-15), k = 1..W-1 along the last axis (METHODS 7)."""
+    """r_k = s_k / max(s_{k+1}, 1e-15), k = 1..W-1 along the last axis (docs/methods.md#spectral-edge)."""
     return s[..., :-1] / np.maximum(s[..., 1:], GAP_FLOOR)
 
 

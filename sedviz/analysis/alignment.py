@@ -1,4 +1,4 @@
-"""Alignment of consecutive layers and agreement of singular vectors over time (METHODS 3, 4).
+"""Alignment of consecutive layers and agreement of singular vectors over time (docs/methods.md#alignment-of-consecutive-layers, 4).
 
 Yunis et al., "Approaching Deep Learning through the Spectral Dynamics of Weights" (2024):
 
@@ -163,7 +163,7 @@ def _vectors(svds, op: Operand, k: int) -> torch.Tensor:
 
 def pair_diag(svds, pair: PairSpec, k: int):
     """Alignment diagonal (length k, NaN-padded) of a consecutive pair, averaged over its terms
-    (per-head Q/K: the mean over heads) (METHODS 3; Yunis et al. 2024, Eqn 3-4).
+    (per-head Q/K: the mean over heads) (docs/methods.md#alignment-of-consecutive-layers; Yunis et al. 2024, Eqn 3-4).
 
     ``svds`` maps each block ``(layer, rows, cols)`` of :func:`sedviz.pairs.operands` to its SVD:
     a tuple ``(U, S, Vh)`` as from ``torch.linalg.svd`` or a :class:`sedviz.spectra.SVD`

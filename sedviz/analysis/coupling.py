@@ -1,5 +1,5 @@
 """Coupling of the spectral edge with the validation loss across window sizes: the lag flip
-(METHODS 8; Xu, "Spectral Edge Dynamics of Training Trajectories", arXiv 2603.15678, 2026, [S]).
+(docs/methods.md#lag-flip; Xu, "Spectral Edge Dynamics of Training Trajectories", arXiv 2603.15678, 2026, [S]).
 
 Sign convention: r(lag) = Pearson(x[t], y[t + lag]) with x the spectral edge series and y the
 target (validation loss); lags count checkpoints of the run. A positive lag means the spectral
@@ -40,7 +40,7 @@ _NAN_GRANGER = GrangerResult(np.nan, np.nan, 0)
 
 
 def detrend_cubic(steps, v) -> np.ndarray:
-    """Residual of a least-squares cubic polynomial in step (METHODS 8); NaN entries stay NaN.
+    """Residual of a least-squares cubic polynomial in step (docs/methods.md#lag-flip); NaN entries stay NaN.
 
     Fewer than 5 finite points leave nothing to correlate: all NaN then.
     """
@@ -66,7 +66,7 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def xcorr(x, y, lags, *, min_overlap: int = 6) -> np.ndarray:
-    """r(lag) = Pearson(x[t], y[t + lag]) over the t where both are finite (METHODS 8).
+    """r(lag) = Pearson(x[t], y[t + lag]) over the t where both are finite (docs/methods.md#lag-flip).
 
     NaN for a lag with fewer than ``min_overlap`` pairs. x and y are equally long series on the
     same checkpoints.
@@ -140,7 +140,7 @@ def _select_order(x, y, max_order: int) -> int:
 
 
 def granger(x, y, max_order: int = 2) -> GrangerResult:
-    """Granger causality test "x -> y" with the lag order chosen by AIC (METHODS 8, [S] Sec. 5).
+    """Granger causality test "x -> y" with the lag order chosen by AIC (docs/methods.md#lag-flip, [S] Sec. 5).
 
     The order p in 1..``max_order`` minimizes the AIC of the bivariate VAR(p)
     (ln det Sigma_u + 2 p K^2 / T, K = 2, all orders fitted on the same sample t = max_order..n-1),
@@ -272,7 +272,7 @@ def lag_flip(ds: xr.Dataset, windows=(10, 20), *, lags=range(-5, 8), target: str
              params=T.UNSET, exact=None, min_overlap: int = 6, n_surrogates: int = 999, seed: int = 0,
              alpha: float = 0.05, layers=T.UNSET) -> xr.Dataset:
     """Cross-correlation and Granger coupling of the spectral edge with a target series, per
-    window size, with a surrogate test: the lag flip (METHODS 8, [S] Sec. 5).
+    window size, with a surrogate test: the lag flip (docs/methods.md#lag-flip, [S] Sec. 5).
 
     For each run and window size W: x = the ``edge`` series of :func:`sedviz.analysis.edge.edge`
     (r_{k*} at the run's k*), y = ``target`` at the same steps (the run's window steps). Each is
@@ -428,7 +428,7 @@ def lag_flip(ds: xr.Dataset, windows=(10, 20), *, lags=range(-5, 8), target: str
     out["granger_order"] = (("run", "window"), order, {"long_name": "VAR lag order chosen by AIC (0: too short)"})
     out["n_points"] = (("run", "window"), npts)
     out.attrs.update(
-        method="METHODS 8; Xu, Spectral Edge Dynamics of Training Trajectories (arXiv 2603.15678); "
+        method="docs/methods.md#lag-flip; Xu, Spectral Edge Dynamics of Training Trajectories (arXiv 2603.15678); "
                "phase-randomised surrogates (Theiler et al. 1992)",
         options=T.options_attr(windows=ws, lags=lag_list, target=target, params=group, exact=exact,
                                min_overlap=min_overlap, n_surrogates=n_surrogates, seed=seed, alpha=alpha),

@@ -1,4 +1,4 @@
-"""Trajectory drift PCA: the low-dimensional backbone of training (METHODS 10; Xu,
+"""Trajectory drift PCA: the low-dimensional backbone of training (docs/methods.md#drift; Xu,
 "Optimizer-Induced Low-Dimensional Drift and Transverse Dynamics in Transformer Training",
 arXiv 2602.23696, 2026, referred to as [D]).
 
@@ -96,7 +96,7 @@ def drift_from_gram(M: np.ndarray, window: int | None = None) -> dict[str, np.nd
 
 def drift(ds: xr.Dataset, *, params=T.UNSET, exact=None, window: int | None = None,
           layers=T.UNSET) -> xr.Dataset:
-    """Drift PCA of each run's trajectory (METHODS 10, [D] Sec. 3).
+    """Drift PCA of each run's trajectory (docs/methods.md#drift, [D] Sec. 3).
 
     Rows x_t = theta_t - theta_0 for every saved checkpoint after the first (x_0 = 0 cannot be
     normalized), row-normalized, not centered; the SVD of the n x P matrix comes from its n x n
@@ -191,7 +191,7 @@ def drift(ds: xr.Dataset, *, params=T.UNSET, exact=None, window: int | None = No
     out["drift_source"] = ("run", np.array(srcs, dtype=str))
     out["n_rows"] = ("run", nrows)
     out.attrs.update(
-        method="METHODS 10; Xu, Optimizer-Induced Low-Dimensional Drift and Transverse Dynamics "
+        method="docs/methods.md#drift; Xu, Optimizer-Induced Low-Dimensional Drift and Transverse Dynamics "
                "in Transformer Training (arXiv 2602.23696)",
         options=T.options_attr(params=group, exact=exact, window=window),
         params=json.dumps(params),

@@ -1,4 +1,4 @@
-"""Spectral edge of the update trajectory and its phases (METHODS 7; Xu, "Spectral Edge Dynamics of
+"""Spectral edge of the update trajectory and its phases (docs/methods.md#spectral-edge; Xu, "Spectral Edge Dynamics of
 Training Trajectories", arXiv 2603.15678, 2026, referred to as [S]).
 
 A window of W consecutive updates X = [d_{i-W+1}; ...; d_i] (W x P, not centered, not normalized)
@@ -24,7 +24,7 @@ PHASE_CODES = {"none": -1, "rise": 0, "plateau": 1, "collapse": 2}
 
 
 def _window_measures(G: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-window spectral measures of Grams G (nw, W, W) (METHODS 7)."""
+    """Per-window spectral measures of Grams G (nw, W, W) (docs/methods.md#spectral-edge)."""
     nw, W, _ = G.shape
     lam = T.gram_eigvals(G)  # (nw, W) descending, clamped
     s = np.sqrt(lam)
@@ -54,7 +54,7 @@ def _mode(ks: np.ndarray) -> int:
 
 def edge(ds: xr.Dataset, windows=(10, 20), *, params=T.UNSET, exact=None, k_star="argmax",
          jackknife_groups: int = 10, layers=T.UNSET) -> xr.Dataset:
-    """Spectral edge of the update trajectory for each window size (METHODS 7, [S] Sec. 2-3).
+    """Spectral edge of the update trajectory for each window size (docs/methods.md#spectral-edge, [S] Sec. 2-3).
 
     For every run and window size W, slide a window of W consecutive updates (stride one
     checkpoint, labelled with the step of its last checkpoint) and take the singular values
@@ -110,7 +110,7 @@ def edge(ds: xr.Dataset, windows=(10, 20), *, params=T.UNSET, exact=None, k_star
       where the window came from ``delta_dot`` (exact, no sketch error).
     - ``sketch_gap_error`` (run, window, step, edge_k), only when both sources can serve some W:
       the measured |r_k(sketch) - r_k(exact)| / r_k(exact) of each window; ``sketch_error``
-      (run, window, edge_k): its mean over the run's windows ([S] Sec. 2, METHODS 7).
+      (run, window, edge_k): its mean over the run's windows ([S] Sec. 2, docs/methods.md#spectral-edge).
 
     Attrs: ``method``, ``options`` (JSON), ``params`` (JSON list of the group's parameters).
     """
@@ -236,7 +236,7 @@ def edge(ds: xr.Dataset, windows=(10, 20), *, params=T.UNSET, exact=None, k_star
                                 {"long_name": "mean relative error of r_k from the sketch", "units": "1"})
     res = xr.Dataset({k: xr.Variable(*v) for k, v in data.items()}, coords=coords)
     res.attrs.update(
-        method="METHODS 7; Xu, Spectral Edge Dynamics of Training Trajectories (arXiv 2603.15678)",
+        method="docs/methods.md#spectral-edge; Xu, Spectral Edge Dynamics of Training Trajectories (arXiv 2603.15678)",
         options=T.options_attr(windows=ws, params=group, exact=exact, k_star=k_star,
                                jackknife_groups=jackknife_groups),
         params=json.dumps(params),
@@ -268,7 +268,7 @@ def _plateau(v: np.ndarray, frac: float) -> tuple[int, int, int]:
 
 
 def phases(edge, *, threshold: float = 1.20, plateau_frac: float = 0.85) -> xr.Dataset:
-    """Rise, plateau and collapse of the spectral edge series (METHODS 7, [S] Sec. 4).
+    """Rise, plateau and collapse of the spectral edge series (docs/methods.md#spectral-edge, [S] Sec. 4).
 
     Per series (each run and window): the peak is the maximum; the plateau is the longest
     contiguous stretch holding the peak where the series stays >= ``plateau_frac`` x peak; the
@@ -346,7 +346,7 @@ def phases(edge, *, threshold: float = 1.20, plateau_frac: float = 0.85) -> xr.D
                     {"flag_values": [-1, 0, 1, 2], "flag_meanings": "none rise plateau collapse"})
     out["peak_value"].attrs["units"] = "1"
     out.attrs.update(
-        method="METHODS 7 (phases); Xu, Spectral Edge Dynamics of Training Trajectories (arXiv 2603.15678)",
+        method="docs/methods.md#spectral-edge (phases); Xu, Spectral Edge Dynamics of Training Trajectories (arXiv 2603.15678)",
         options=T.options_attr(threshold=threshold, plateau_frac=plateau_frac),
     )
     return out

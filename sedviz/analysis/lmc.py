@@ -1,4 +1,4 @@
-"""Linear mode connectivity between two endpoints and weight perturbation (METHODS 6;
+"""Linear mode connectivity between two endpoints and weight perturbation (docs/methods.md#linear-mode-connectivity;
 Yunis et al. 2024, Eqn 6 and App. A.9).
 
 - :func:`lmc`: evaluate the model at theta(alpha) = (1 - alpha) theta_a + alpha theta_b for evenly
@@ -47,7 +47,7 @@ def _endpoint(x, param: str) -> tuple[dict[str, torch.Tensor], str]:
 
 def interpolate(a: Mapping, b: Mapping, alpha: float) -> dict[str, torch.Tensor]:
     """(1 - alpha) a + alpha b for every floating entry (buffers such as BatchNorm statistics too);
-    integer entries (counters) are taken from ``a`` (METHODS 6). Exact at alpha = 0 and 1."""
+    integer entries (counters) are taken from ``a`` (docs/methods.md#linear-mode-connectivity). Exact at alpha = 0 and 1."""
     if set(a) != set(b):
         only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
         raise SedvizError(f"the endpoints have different entries (only in a: {only_a[:5]}, only in b: {only_b[:5]}); both must come from the same architecture")
@@ -71,7 +71,7 @@ def barrier(alphas, losses) -> float:
 
 
 def lmc(a, b, model_factory, evaluate, *, n_alphas: int = 11, k: int = 100, device="cpu") -> xr.Dataset:
-    """Linear mode connectivity of two endpoints (METHODS 6; Yunis et al. 2024 Eqn 6, App. A.9).
+    """Linear mode connectivity of two endpoints (docs/methods.md#linear-mode-connectivity; Yunis et al. 2024 Eqn 6, App. A.9).
 
     ``a`` and ``b``: ``(ds, run, step)`` (step may be ``"final"``), a checkpoint path, or a state
     dict. Every state entry is interpolated at ``n_alphas`` evenly spaced alpha in [0, 1] (see
@@ -129,7 +129,7 @@ def lmc(a, b, model_factory, evaluate, *, n_alphas: int = 11, k: int = 100, devi
 
 def perturb(state: Mapping, eta: float, *, seed: int = 0) -> dict[str, torch.Tensor]:
     """A new state with every matrix perturbed: W <- W + eta ||W|| eps / ||eps||, eps ~ N(0, I),
-    then rescaled to keep ||W|| (Frobenius) (METHODS 6; Yunis et al. 2024 App. A.9).
+    then rescaled to keep ||W|| (Frobenius) (docs/methods.md#linear-mode-connectivity; Yunis et al. 2024 App. A.9).
 
     Matrices are the floating, non-buffer entries with ndim >= 2; eps is drawn in float64 on the
     CPU, matrix after matrix in state order, from ``torch.Generator().manual_seed(seed)``; tied

@@ -1,4 +1,4 @@
-"""Pruning: which directions carry the function (METHODS 5; Yunis et al. 2024, Sec. 4.2 Fig. 4, Sec. 7.2 Fig. 10).
+"""Pruning: which directions carry the function (docs/methods.md#pruning; Yunis et al. 2024, Sec. 4.2 Fig. 4, Sec. 7.2 Fig. 10).
 
 - SVD pruning (:func:`prune_curves`): every matrix but the model's last keeps its top (or bottom)
   ceil(R f) singular triplets; the rebuilt model is evaluated. BatchNorm statistics are
@@ -36,7 +36,7 @@ _KEEPS = ("top", "bottom")
 
 
 def svd_prune(tensor: torch.Tensor, kind: str, fraction: float, keep: str = "top", *, svd=None) -> torch.Tensor:
-    """The tensor rebuilt from ceil(R * fraction) singular triplets of its matrix view (METHODS 5).
+    """The tensor rebuilt from ceil(R * fraction) singular triplets of its matrix view (docs/methods.md#pruning).
 
     ``keep="top"`` keeps the largest singular values, ``"bottom"`` the smallest; R = min(rows, cols)
     of the view (:func:`sedviz.layers.matrix_view` for ``kind``). The SVD is in float64 (``svd``:
@@ -56,7 +56,7 @@ def svd_prune(tensor: torch.Tensor, kind: str, fraction: float, keep: str = "top
 
 def _prepare(ds, runs, steps, model_factory, evaluate, device, data_loader):
     """What prune_curves and masks share: the chosen checkpoints, the model and evaluation, its
-    matrices split into those to prune and the last one (left alone, METHODS 5), BatchNorm."""
+    matrices split into those to prune and the last one (left alone, docs/methods.md#pruning), BatchNorm."""
     table = M.checkpoints(ds)
     sel = M.select_steps(table, runs, steps)
     model, evaluate = M.build_model(model_factory, evaluate, device)
@@ -72,7 +72,7 @@ def _bn_check(model, data_loader) -> bool:
     if data_loader is None:
         warnings.warn(
             "the model has BatchNorm but no data_loader was given: its running statistics are not re-estimated "
-            "after pruning (METHODS 5 asks for it); pass data_loader=... (batches of training inputs)",
+            "after pruning (docs/methods.md#pruning asks for it); pass data_loader=... (batches of training inputs)",
             stacklevel=3,
         )
         return False
@@ -108,7 +108,7 @@ def prune_curves(
     data_loader=None,
     device="cpu",
 ) -> xr.Dataset:
-    """Loss and accuracy after SVD pruning, over the kept fraction (METHODS 5; Yunis et al. 2024 Fig. 4).
+    """Loss and accuracy after SVD pruning, over the kept fraction (docs/methods.md#pruning; Yunis et al. 2024 Fig. 4).
 
     For each run and step (``"final"``, ``"all"``, or step numbers), every matrix but the model's last
     keeps its top or bottom ceil(R f) singular triplets for each ``f`` in ``fractions``; the model
@@ -164,12 +164,12 @@ def prune_curves(
         {"fractions": list(fractions), "keep": list(keep), "batchnorm_recomputed": bn, "svd_dtype": "float64",
          "unpruned_last_matrix": last, "pruned_layers": [n for n, _, _ in pruned]}
     )
-    out.attrs["method"] = "METHODS 5; Yunis et al. 2024 Sec. 4.2: keep ceil(R*fraction) singular triplets of every matrix but the last"
+    out.attrs["method"] = "docs/methods.md#pruning; Yunis et al. 2024 Sec. 4.2: keep ceil(R*fraction) singular triplets of every matrix but the last"
     return out
 
 
 def magnitude_masks(matrices: list[torch.Tensor], density: float) -> list[torch.Tensor]:
-    """Boolean masks keeping |w| > t, one global threshold t over all ``matrices`` (METHODS 5).
+    """Boolean masks keeping |w| > t, one global threshold t over all ``matrices`` (docs/methods.md#pruning).
 
     t is the (n - round(density n))-th smallest |w| over all n entries, so that round(density n)
     weights are kept (fewer when |w| ties at t).
@@ -208,7 +208,7 @@ def masks(
     data_loader=None,
     device="cpu",
 ) -> xr.Dataset:
-    """Global magnitude pruning against random masks of the same per-layer density (METHODS 5;
+    """Global magnitude pruning against random masks of the same per-layer density (docs/methods.md#pruning;
     Yunis et al. 2024 Sec. 7.2, Fig. 10), with the singular vector agreement they leave (Eqn 5).
 
     One threshold over all matrices but the model's last keeps a ``density`` fraction of their
@@ -279,5 +279,5 @@ def masks(
     out.attrs["options"] = json.dumps(
         {"density": density, "seed": int(seed), "k": int(k), "batchnorm_recomputed": bn, "svd_dtype": "float64", "unmasked_last_matrix": last}
     )
-    out.attrs["method"] = "METHODS 5; Yunis et al. 2024 Sec. 7.2: global magnitude mask (|w| > t) vs per-layer-density random mask"
+    out.attrs["method"] = "docs/methods.md#pruning; Yunis et al. 2024 Sec. 7.2: global magnitude mask (|w| > t) vs per-layer-density random mask"
     return out

@@ -1,8 +1,8 @@
-"""Grokking early warning from the spectral edge of the attention updates (METHODS 9; Xu, the
+"""Grokking early warning from the spectral edge of the attention updates (docs/methods.md#early-warning; Xu, the
 grokking companion of "Spectral Edge Dynamics of Training Trajectories", arXiv 2603.15678, 2026).
 
 Signals come from the window Gram of the chosen layers (attention by default): for each window of
-``window`` consecutive updates (METHODS 7), s_2 and s_3 are its second and third singular values.
+``window`` consecutive updates (docs/methods.md#spectral-edge), s_2 and s_3 are its second and third singular values.
 
 - detector "slope": the least-squares slope of log(s_2 / s_3) over the trailing ``slope_span``
   windows, in units of log-ratio per checkpoint;
@@ -12,7 +12,7 @@ Both rules are armed only after the training set is fit, skip windows that hold 
 and are taken relative to the run's own early baseline (see :func:`early_warning`), so a run
 whose update spectrum never changes character (the weight-decay-free control) stays silent.
 
-Which Gram: METHODS 9 speaks of "the Gram of attention weights"; here, as in METHODS 7, it is the
+Which Gram: docs/methods.md#early-warning speaks of "the Gram of attention weights"; here, as in docs/methods.md#spectral-edge, it is the
 window Gram of the attention parameters' *updates* (``layers="attn"``), the object whose s_2/s_3
 the spectral edge is built from.
 """
@@ -34,7 +34,7 @@ _FLOOR = 1e-30
 
 
 def grok_step(steps, acc, threshold: float = 0.9) -> float:
-    """First step where ``acc`` >= ``threshold`` (METHODS 9); NaN if never."""
+    """First step where ``acc`` >= ``threshold`` (docs/methods.md#early-warning); NaN if never."""
     acc = np.asarray(acc, dtype=np.float64)
     hit = np.flatnonzero(np.isfinite(acc) & (acc >= threshold))
     return float(np.asarray(steps)[hit[0]]) if hit.size else np.nan
@@ -123,11 +123,11 @@ def early_warning(ds: xr.Dataset, *, threshold_acc: float = 0.9, detector=DETECT
                   g23_rise: float = 1.25, baseline: int = 10, persist: int = 3, spike_factor=2.0,
                   memorized_acc: float | None = 0.99, layers="attn", exact=None, metric: str = "val_acc",
                   train_metric: str = "train_acc") -> xr.Dataset:
-    """Grok step, detector fire steps and lead times (METHODS 9).
+    """Grok step, detector fire steps and lead times (docs/methods.md#early-warning).
 
     The grok step is the first step where ``metric`` (validation accuracy) >= ``threshold_acc``.
     The signals use the spectrum s_1 >= s_2 >= ... of the window Gram of W = ``window``
-    consecutive updates of the ``layers`` group (METHODS 7). Every rule looks only at the run's
+    consecutive updates of the ``layers`` group (docs/methods.md#spectral-edge). Every rule looks only at the run's
     windows after its first ``baseline`` usable windows, which set the run's own reference; a
     detector fires at the first window step where its rule has held for ``persist`` consecutive
     checkpoints (the step of the last of them). lead = grok step - fire step (steps; positive
@@ -321,7 +321,7 @@ def early_warning(ds: xr.Dataset, *, threshold_acc: float = 0.9, detector=DETECT
     out["spike"] = (("run", "step"), spike, {"long_name": "update flagged by the spike guard"})
     out["usable"] = (("run", "step"), usable, {"long_name": "window free of spikes, used by the rules"})
     out.attrs.update(
-        method="METHODS 9; Xu, grokking companion of Spectral Edge Dynamics (arXiv 2603.15678)",
+        method="docs/methods.md#early-warning; Xu, grokking companion of Spectral Edge Dynamics (arXiv 2603.15678)",
         options=T.options_attr(threshold_acc=threshold_acc, detector=dets, window=window, slope_span=slope_span,
                                slope_threshold=slope_threshold, g23_drop=g23_drop, g23_rise=g23_rise,
                                baseline=baseline, persist=persist, spike_factor=spike_factor,

@@ -92,7 +92,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..dataset import RECORD_DIMS, SCHEMA_VERSION, _union_coords, align_metrics, assemble, check_schema
+from ..dataset import RECORD_DIMS, SCHEMA_VERSION, _union_coords, align_metrics, assemble, check_schema, describe
 from ..errors import StoreError, StoreLockedError
 
 FORMATS = ("zarr", "netcdf")
@@ -503,7 +503,7 @@ def _lazy_dataset(runs: list[_RunData], metrics: dict, attrs: dict, run_attrs: d
     out.attrs["schema_version"] = SCHEMA_VERSION
     for key in ("sources", "checkpoints", "sva_reference_step"):
         out.attrs[key] = json.dumps({n: run_attrs.get(n, {}).get(key) for n in names})
-    return out
+    return describe(out)
 
 
 def _add_metrics(out: xr.Dataset, names, own_steps: dict, steps, metrics: dict) -> None:
@@ -1212,7 +1212,7 @@ class NetCDFStore(Store):
             ds.attrs.pop(k, None)
         if "run" not in ds.dims or ds.sizes.get("step", 0) == 0:
             raise self._nothing_yet()
-        return ds
+        return describe(ds)
 
     # -- writing --------------------------------------------------------------------------------
     def init(self, attrs: dict) -> None:
