@@ -1,5 +1,5 @@
 """How far the sketched window spectra are from the exact ones: sedviz's per-parameter TensorSketch
-against a dense Gaussian JL map of the same total dimension (METHODS 7; Xu 2026, [S]).
+against a dense Gaussian JL map of the same total dimension (docs/methods.md#spectral-edge; Xu 2026, [S]).
 
     .venv/bin/python -m benchmarks.sketch_error RUN [RUN ...] [--windows 10 20] [--dim 200] [--seeds 3]
 
