@@ -26,10 +26,10 @@ the per-checkpoint signal series the detectors need (:func:`series_table`), whic
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,7 +37,7 @@ from torch import nn
 from sedviz import demo
 
 __all__ = ["PAIRS", "GROK_ACC", "MEMO_ACC", "pair_config", "run_names", "split_of", "make_model", "train_pair",
-           "build_suite"]
+           "build_suite", "suite_signals", "write_suite_data", "load_suite", "score", "tune", "best", "split_runs"]
 
 GROK_ACC = 0.9
 MEMO_ACC = 0.99
@@ -272,14 +272,18 @@ def build_suite(out="runs/suite", *, only=None, jobs: int = 1, store=None, progr
     """
     from sedviz.pipeline import compute
 
+    from sedviz.errors import SedvizError
+
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise SedvizError(f"sedviz suite --jobs {jobs!r}: expected a whole number >= 1")
+    if data_out and only:
+        raise SedvizError("sedviz suite --ship: the shipped data must cover every pair; drop --only")
     root = Path(out)
     pairs = list(PAIRS)
     if only:
         want = set(only)
         unknown = want - set(pairs) - {n for p in pairs for n in run_names(p)}
         if unknown:
-            from sedviz.errors import SedvizError
-
             raise SedvizError(f"sedviz suite --only: unknown names {sorted(unknown)}; pairs are {pairs}")
         pairs = [p for p in pairs if p in want or any(n in want for n in run_names(p))]
     todo, folders = [], []
@@ -310,11 +314,197 @@ def build_suite(out="runs/suite", *, only=None, jobs: int = 1, store=None, progr
     cpu["compute"] = time.process_time() - t0
     out_d = {"store": store, "runs": folders, "cpu_s": cpu, "dataset": ds}
     if data_out:
-        from sedviz.analysis.warning import write_suite_data
-
         write_suite_data(ds, data_out)
     return out_d
 
 
-if __name__ == "__main__":  # pragma: no cover - developer helper
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+# ------------------------------------------------------------------------------ shipped data
+
+#: The shipped summary and signal series of the whole suite (written by ``sedviz suite --ship``).
+SUITE_DATA = Path(__file__).parent / "data" / "suite.json"
+_SERIES = ("weight_norm", "eff_rank", "val_loss", "val_acc", "train_acc", "g23", "log_s2_s3", "usable", "spike")
+
+
+def _run_of(name: str) -> tuple[str, bool]:
+    """(pair, is_control) of a suite run name."""
+    for pair in PAIRS:
+        wd, ctl = run_names(pair)
+        if name in (wd, ctl):
+            return pair, name == ctl
+    raise KeyError(f"sedviz.suite: {name!r} is not a suite run name")
+
+
+def suite_signals(ds):
+    """:func:`sedviz.analysis.warning.signals` of suite runs: the Gram signals of transformer runs
+    read the attention updates, those of MLP runs the MLP updates (they have no attention)."""
+    import xarray as xr
+
+    from sedviz.analysis.warning import signals
+
+    parts = []
+    for arch, params in (("transformer", "attn"), ("mlp", "mlp")):
+        runs = [str(r) for r in ds.run.values if pair_config(_run_of(str(r))[0])["arch"] == arch]
+        if runs:
+            parts.append(signals(ds.sel(run=runs), params=params))
+    sig = xr.concat(parts, dim="run", data_vars="all", coords="minimal", compat="override", join="outer")
+    sig.attrs = {}
+    return sig
+
+
+def _num(x: float):
+    return None if not np.isfinite(x) else float(f"{x:.6g}")
+
+
+def summary_row(name: str, steps, val_acc, train_acc) -> dict:
+    """Summary of one suite run: its pair, role, split, config, grok and memorization steps."""
+    from sedviz.analysis.warning import grok_step
+
+    pair, control = _run_of(name)
+    cfg = pair_config(pair, control)
+    g = grok_step(steps, val_acc, GROK_ACC)
+    m = grok_step(steps, train_acc, MEMO_ACC)
+    return {"pair": pair, "role": "control" if control else "grokking", "split": split_of(pair),
+            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
+            "grok_step": _num(g), "memo_step": _num(m), "grokked": bool(np.isfinite(g)),
+            "control_grokked": bool(control and np.isfinite(g)),
+            "max_val_acc": _num(float(np.nanmax(val_acc))), "final_val_acc": _num(float(val_acc[np.isfinite(val_acc)][-1]))}
+
+
+def write_suite_data(ds, path=SUITE_DATA) -> Path:
+    """Write the per-run summary and the per-checkpoint signal series of the suite Dataset ``ds``
+    as JSON (6 significant digits): what the detector tests and docs/suite.md are computed from."""
+    import json
+
+    sig = suite_signals(ds)
+    runs = {}
+    for name in [str(r) for r in sig.run.values]:
+        one = sig.sel(run=name)
+        keep = np.isfinite(one["val_acc"].values) | np.isfinite(one["weight_norm"].values)
+        steps = one.step.values[keep]
+        row = summary_row(name, steps, one["val_acc"].values[keep], one["train_acc"].values[keep])
+        row["armed_step"] = _num(float(one["armed_step"]))
+        row["steps"] = [int(x) for x in steps]
+        row["series"] = {k: [_num(float(x)) for x in one[k].values[keep]] for k in _SERIES}
+        runs[name] = row
+    doc = {"about": "sedviz grokking suite: per-run summary and per-checkpoint detector signals (sedviz suite --ship)",
+           "grok_acc": GROK_ACC, "memo_acc": MEMO_ACC,
+           "split_rule": "pair index in sedviz.suite.PAIRS even: tuning; odd: heldout",
+           "runs": runs}
+    path = Path(path)
+    path.write_text(json.dumps(doc, separators=(",", ":")) + "\n")
+    return path
+
+
+def load_suite(path=SUITE_DATA):
+    """The shipped suite: ``(table, sig)``: ``table`` maps run name -> summary row (dict, as in
+    :func:`summary_row`), ``sig`` is the (run, step) signals Dataset :func:`sedviz.analysis.warning.detect` takes."""
+    import json
+
+    import xarray as xr
+
+    doc = json.loads(Path(path).read_text())
+    runs = doc["runs"]
+    steps = np.array(sorted({s for r in runs.values() for s in r["steps"]}), dtype=np.int64)
+    names = list(runs)
+    data = {k: np.full((len(names), len(steps)), np.nan) for k in _SERIES}
+    for i, name in enumerate(names):
+        pos = np.searchsorted(steps, runs[name]["steps"])
+        for k in _SERIES:
+            data[k][i, pos] = np.array([np.nan if v is None else v for v in runs[name]["series"][k]], dtype=np.float64)
+    sig = xr.Dataset(coords={"run": names, "step": steps})
+    for k, v in data.items():
+        sig[k] = (("run", "step"), (v > 0.5) if k in ("usable", "spike") else v)
+    sig["armed_step"] = ("run", np.array([np.nan if runs[n]["armed_step"] is None else runs[n]["armed_step"]
+                                          for n in names], dtype=np.float64))
+    table = {n: {k: v for k, v in runs[n].items() if k not in ("steps", "series")} for n in names}
+    return table, sig
+
+
+# ------------------------------------------------------------------------------------ scoring
+
+
+def score(ew, table: dict, runs=None) -> dict:
+    """Per detector, over ``runs`` (default: all in ``table``) of an early_warning/detect result:
+
+    - ``n_grok``: grokking runs (val acc >= 0.9 within the budget, controls included);
+    - ``hit_rate``: share of them where the detector fired before the grok step;
+    - ``late``, ``missed``: shares that fired after the grok / never;
+    - ``n_nogrok``, ``false_alarm_rate``: runs that never grokked, share where it fired;
+    - ``control_fire_rate``: share of all control runs where it fired (grokked controls included);
+    - ``lead_median``, ``lead_q25``, ``lead_q75``, ``lead_min``, ``lead_max`` (steps) and
+      ``lead_frac_median``, ``lead_frac_min``, ``lead_frac_max`` (lead / grok step), over the hits.
+    """
+    runs = list(table) if runs is None else list(runs)
+    out = {}
+    for det in [str(d) for d in ew.detector.values]:
+        st = {r: str(ew.status.sel(run=r, detector=det).values) for r in runs}
+        grok = [r for r in runs if table[r]["grokked"]]
+        nog = [r for r in runs if not table[r]["grokked"]]
+        ctl = [r for r in runs if table[r]["role"] == "control"]
+        hits = [r for r in grok if st[r] == "fired_before_grok"]
+        lead = np.array([float(ew.lead.sel(run=r, detector=det)) for r in hits])
+        frac = np.array([float(ew.lead_frac.sel(run=r, detector=det)) for r in hits])
+        share = lambda xs, n: len(xs) / n if n else float("nan")  # noqa: E731
+        q = (lambda a, p: float(np.percentile(a, p)) if a.size else float("nan"))
+        out[det] = {
+            "n_grok": len(grok), "hit_rate": share(hits, len(grok)),
+            "late": share([r for r in grok if st[r] == "fired_after_grok"], len(grok)),
+            "missed": share([r for r in grok if st[r] == "not_fired"], len(grok)),
+            "n_nogrok": len(nog), "false_alarm_rate": share([r for r in nog if st[r] == "fired_no_grok"], len(nog)),
+            "n_control": len(ctl), "control_fire_rate": share([r for r in ctl if st[r].startswith("fired")], len(ctl)),
+            "lead_median": q(lead, 50), "lead_q25": q(lead, 25), "lead_q75": q(lead, 75),
+            "lead_min": q(lead, 0), "lead_max": q(lead, 100),
+            "lead_frac_median": q(frac, 50), "lead_frac_min": q(frac, 0), "lead_frac_max": q(frac, 100),
+        }
+    return out
+
+
+def split_runs(table: dict, split: str) -> list[str]:
+    """Run names of one half ("tuning" or "heldout")."""
+    return [r for r, row in table.items() if row["split"] == split]
+
+
+#: The grid searched on the tuning half (docs/suite.md): detector -> option -> values; persist for all.
+GRID: dict = {
+    "wnorm": {"norm_drop": [0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3]},
+    "erank": {"erank_drop": [0.01, 0.02, 0.03, 0.05, 0.08, 0.1, 0.15, 0.2]},
+    "val_loss": {"val_loss_frac": [0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4]},
+    "wnorm_erank": {"norm_drop": [0.02, 0.05, 0.07, 0.1], "erank_drop": [0.02, 0.05, 0.08]},
+    "g23": {"g23_drop": [0.3, 0.5, 0.7], "g23_rise": [1.0, 1.25, 1.5]},
+    "slope": {"slope_threshold": [0.05, 0.1, 0.2]},
+}
+PERSIST = [1, 2, 3, 5]
+
+
+def tune(sig, table: dict, *, max_false_alarm: float = 0.1) -> list[dict]:
+    """Every grid point of every detector scored on the tuning half (never the held-out half).
+
+    Returns rows {detector, options, ...score}; the best of a detector is the row with the highest
+    hit rate among those with false_alarm_rate <= ``max_false_alarm`` and control_fire_rate <=
+    ``max_false_alarm`` (ties: larger median lead fraction, then the first in grid order).
+    """
+    import itertools
+
+    from sedviz.analysis.warning import detect
+
+    runs = split_runs(table, "tuning")
+    part = sig.sel(run=runs)
+    rows = []
+    for det, grid in GRID.items():
+        keys = list(grid)
+        for values in itertools.product(*(grid[k] for k in keys), PERSIST):
+            opts = dict(zip(keys, values[:-1]), persist=values[-1])
+            ew = detect(part, detector=det, **opts)
+            rows.append({"detector": det, "options": opts, **score(ew, table, runs)[det]})
+    return rows
+
+
+def best(rows: list[dict], detector: str, max_false_alarm: float = 0.1) -> dict | None:
+    """The chosen grid point of ``detector`` among ``rows`` (see :func:`tune`)."""
+    ok = [r for r in rows if r["detector"] == detector and not r["false_alarm_rate"] > max_false_alarm
+          and not r["control_fire_rate"] > max_false_alarm]
+    if not ok:
+        return None
+    key = lambda r: (r["hit_rate"], np.nan_to_num(r["lead_frac_median"], nan=-1.0))  # noqa: E731
+    top = max(key(r) for r in ok)
+    return next(r for r in ok if key(r) == top)
