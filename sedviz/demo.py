@@ -277,10 +277,25 @@ def train_run(out_dir, *, weight_decay: float, config: dict | None = None, progr
     """
     cfg = _cfg(config)
     cfg["weight_decay"] = float(weight_decay)
+    return fit_folder(out_dir, cfg, _build, progress=progress, who="sedviz.demo.train_run")
+
+
+def _build(cfg: dict):
+    """The demo model and its (train, val) splits for ``cfg`` (the builder fit_folder takes)."""
+    return make_model(cfg), dataset("train", cfg), dataset("val", cfg)
+
+
+def fit_folder(out_dir, cfg: dict, build, *, progress: bool = True, who: str = "sedviz.demo") -> Path:
+    """Train ``build(cfg) -> (model, (x_train, y_train), (x_val, y_val))`` into the folder ``out_dir``.
+
+    The training of :func:`train_run`, shared with :mod:`sedviz.suite` (which builds other models
+    and tasks): ``cfg`` must hold steps, every, lr, betas, eps, weight_decay, warmup_steps, seed,
+    threads and flush_denormal; it is written to config.json with the sedviz version.
+    """
     out = Path(out_dir)
     steps, every = int(cfg["steps"]), int(cfg["every"])
     if steps < 1 or every < 1:
-        raise ValueError(f"sedviz.demo.train_run: steps ({steps}) and every ({every}) must be >= 1")
+        raise ValueError(f"{who}: steps ({steps}) and every ({every}) must be >= 1")
     out.mkdir(parents=True, exist_ok=True)
     for old in [*out.glob("step_*.pt"), out / "metrics.csv", out / "config.json"]:
         old.unlink(missing_ok=True)
@@ -293,7 +308,9 @@ def train_run(out_dir, *, weight_decay: float, config: dict | None = None, progr
     torch.set_flush_denormal(bool(cfg["flush_denormal"]))
     try:
         with torch.random.fork_rng(devices=[]):
-            rows = _train(cfg, out, progress)
+            torch.manual_seed(int(cfg["seed"]))  # nothing random is drawn in training; seeded for safety
+            model, train, val = build(cfg)
+            rows = _train(cfg, model, train, val, out, progress)
     finally:
         torch.set_flush_denormal(False)  # torch's default
         torch.set_num_threads(prev_threads)
@@ -317,13 +334,10 @@ def train_demo(out_dir, *, config: dict | None = None, progress: bool = True) ->
     ]
 
 
-def _train(cfg: dict, out: Path, progress: bool) -> list[tuple]:
-    """The training loop of train_run: writes the checkpoints, returns the metrics rows."""
+def _train(cfg: dict, model: nn.Module, train, val, out: Path, progress: bool) -> list[tuple]:
+    """The training loop of fit_folder: writes the checkpoints, returns the metrics rows."""
     steps, every = int(cfg["steps"]), int(cfg["every"])
-    torch.manual_seed(int(cfg["seed"]))  # nothing random is drawn below; seeded for safety
-    model = make_model(cfg)
-    x_train, y_train = dataset("train", cfg)
-    x_val, y_val = dataset("val", cfg)
+    (x_train, y_train), (x_val, y_val) = train, val
     opt = torch.optim.AdamW(
         model.parameters(), lr=cfg["lr"], betas=cfg["betas"], eps=cfg["eps"], weight_decay=cfg["weight_decay"]
     )
