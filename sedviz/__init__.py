@@ -26,6 +26,7 @@ def open(store, *, format=None):  # noqa: A001 - mirrors xarray.open_dataset / z
 
 
 def __getattr__(name):
+    if name == "Recorder": return __import__("sedviz.recorder", fromlist=["Recorder"]).Recorder  # noqa: E701 (lazy)
     # Subpackages with heavy imports (holoviews, ipywidgets) load on first use.
     if name in ("analysis", "plots", "widgets", "report", "demo"):
         import importlib
