@@ -60,6 +60,7 @@ import torch
 
 from .dataset import run_dataset
 from .errors import SedvizError, StoreError
+from .io.checkpoints import strip_prefixes
 from .io.metrics import metric_name
 from .io.store import open_store
 from .layers import matrix_view
@@ -220,9 +221,13 @@ class Recorder:
             "recorder": {"every": self.every, "sva_k": self.sva_k if self.opts.sva else None},
         }
 
-    @staticmethod
-    def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-        state = _unwrap(model).state_dict(keep_vars=False)  # detached views of the live tensors, no copies
+    # Lightning callbacks set this: the LightningModule attribute prefix (``model.``) is dropped, as
+    # the checkpoint reader drops it from a .ckpt, so live and checkpoint layer names agree.
+    _lightning = False
+
+    def _state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        # detached views of the live tensors (no copies), named as the checkpoint reader names them
+        state = strip_prefixes(_unwrap(model).state_dict(keep_vars=False), lightning=self._lightning)
         for name, t in state.items():
             if isinstance(t, torch.Tensor):
                 _check_local(name, t)
@@ -300,7 +305,7 @@ class Recorder:
         if self.engine is None:
             self._open(model)
         eng, plan = self.engine, self.plan
-        named = dict(_unwrap(model).named_parameters())
+        named = strip_prefixes(dict(_unwrap(model).named_parameters()), lightning=self._lightning)
         L, R = len(plan.layers), plan.max_rank
         out = {"grad_sv": np.full((L, R), np.nan, dtype=np.float32 if eng.dtype == torch.float32 else np.float64)}
         for m in GRAD_VARS[1:]:
