@@ -190,8 +190,8 @@ class Recorder:
             if not params:
                 raise SedvizError("the model has no parameters to record")
             dev = self.device or params[0].device
-            _prepare_store(st, self.opts, dev)
             state = self._state(model)
+            _prepare_store(st, self.opts, dev)
             plan = plan_run(self.run, state, self.opts, max_steps=1, reference_step=None, config=_model_config(model))
             info = st.runs().get(self.run) or {}
             if info and info.get("plan") not in (None, plan_fingerprint(plan)):

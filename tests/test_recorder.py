@@ -158,3 +158,103 @@ def test_lock_held_while_recording(tmp_path):
                 pass
     with sedviz.io.store.open_store(tmp_path / "s.zarr").writing():
         pass
+
+
+TRAIN_SCRIPT = r'''
+import sys, time, torch
+from pathlib import Path
+from torch import nn
+sys.path.insert(0, {tests!r})
+from test_recorder import batch, make_model
+from sedviz import Recorder
+
+store, ckpts, steps, pause = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+ckpts.mkdir(exist_ok=True)
+model = make_model()
+opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+start = 0
+saved = sorted(ckpts.glob("train_*.pt"))
+if saved:  # resume from the training's own last checkpoint
+    state = torch.load(saved[-1], weights_only=True)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    start = state["step"]
+rec = Recorder(store, run="run", every=2, sketch_dim=16, max_lag=0, sva_k=6)
+if start:
+    rec.record(model, start)  # stored already: warms up the update history
+for step in range(start + 1, steps + 1):
+    x, y = batch(step)
+    loss = nn.functional.cross_entropy(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    rec.record(model, step, metrics={"loss": loss.item()})
+    if step % 4 == 0:
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, ckpts / f"train_{step:05d}.pt")
+    time.sleep(pause)
+rec.close()
+'''
+
+
+@pytest.mark.slow
+def test_resume_after_kill_gives_the_same_store(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN_SCRIPT.replace("{tests!r}", repr(str(Path(__file__).parent))))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    steps = 24
+
+    def run(store, ckpts, pause="0", **kw):
+        return subprocess.Popen([sys.executable, str(script), str(store), str(ckpts), str(steps), pause], env=env, **kw)
+
+    assert run(tmp_path / "whole.zarr", tmp_path / "ck_whole").wait(timeout=300) == 0
+    proc = run(tmp_path / "cut.zarr", tmp_path / "ck_cut", pause="0.3")
+    st = sedviz.io.store.open_store(tmp_path / "cut.zarr")
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and int((st.runs().get("run") or {}).get("n", 0)) < 4:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    n_cut = int(st.runs()["run"]["n"])
+    assert 4 <= n_cut < steps // 2, "killed before the end of training"
+    cut_steps = sorted(int(s) for s in st.runs()["run"]["checkpoints"])
+    resumed = run(tmp_path / "cut.zarr", tmp_path / "ck_cut", stderr=subprocess.PIPE, text=True)
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert "stopped without releasing" in err  # the killed writer's lock is taken over
+    whole, cut = sedviz.open(tmp_path / "whole.zarr"), sedviz.open(tmp_path / "cut.zarr")
+    assert cut.step.values.tolist() == whole.step.values.tolist() == list(range(2, steps + 1, 2))
+    for v in record_vars(whole):
+        a, b = cut[v].values, whole[v].values
+        if v in ("sva", "sva_score"):  # steps of the killed session keep NaN agreement (their vectors died)
+            later = ~np.isin(whole.step.values, cut_steps)
+            assert np.isnan(a[:, ~later]).all()
+            a, b = a[:, later], b[:, later]
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9, equal_nan=True, err_msg=v)
+    np.testing.assert_allclose(cut.train_loss.values, whole.train_loss.values, rtol=1e-6)
+
+
+def test_distributed_rank_zero_only_and_sharded_params_refused(tmp_path, monkeypatch):
+    import sedviz.recorder as recorder_mod
+
+    model = make_model()
+    monkeypatch.setattr(recorder_mod, "_rank", lambda: 1)
+    rec = Recorder(tmp_path / "r1.zarr", every=1)
+    assert rec.record(model, 1, metrics={"loss": 1.0}) is False
+    rec.close()
+    assert not (tmp_path / "r1.zarr").exists()  # other ranks never touch the store
+    monkeypatch.setattr(recorder_mod, "_rank", lambda: 0)
+
+    class DTensor(torch.Tensor):  # stands in for torch.distributed.tensor.DTensor (FSDP2's parameters)
+        pass
+
+    sharded = {"0.weight": torch.Tensor._make_subclass(DTensor, torch.zeros(4, 4))}
+    monkeypatch.setattr(model, "state_dict", lambda keep_vars=False: sharded)
+    with pytest.raises(sedviz.SedvizError, match="sharded.*not supported|FSDP"):
+        Recorder(tmp_path / "r0.zarr", every=1).record(model, 1)
