@@ -21,7 +21,7 @@ What is kept between records
   device), as in the checkpoint pass. ``max_lag="auto"`` keeps as many lags (up to 255, at least
   19) as fit in ``exact_memory`` bytes, else none. When device memory is short pass
   ``max_lag=None``: then nothing is kept but the sketches already written, and the trajectory
-  analyses use sketch differences (METHODS 7), as the checkpoint pass does for large models.
+  analyses use sketch differences (docs/methods.md#spectral-edge), as the checkpoint pass does for large models.
 - For ``sva`` (agreement with the final weights, which only exist at the end): the top-``sva_k``
   left and right singular vectors of every layer at every recorded step, on the CPU (float32:
   ``4 * sva_k * (rows + cols)`` bytes per layer per record). :meth:`close` takes the last record
