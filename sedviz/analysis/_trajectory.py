@@ -1,4 +1,4 @@
-"""Shared helpers for the trajectory analyses (docs/methods.md#spectral-edge-10): choosing a group of parameters,
+"""Shared helpers for the trajectory analyses (docs/methods.md, from #spectral-edge to #drift): choosing a group of parameters,
 per-run Gram matrices of the updates from ``delta_dot`` or ``sketch``, window Grams and spectra.
 
 Everything here works on one run at a time, on the checkpoints that run actually has (runs may
