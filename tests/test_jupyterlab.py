@@ -230,25 +230,26 @@ def _drive(page, log, base, token, shoot):
     page.wait_for_timeout(1000)
     before = _lines(page.evaluate(_SOURCES_JS, el))
     upper = int(float(handle.get_attribute("aria-valuenow")))
-    # One line per rank from 0 to the slider's upper end (fewer when the layer has fewer ranks).
-    assert 6 <= len(before) <= upper + 1, (upper, len(before))
+    # One line per rank from 0 up to the slider's upper end, which is excluded (ranks=(start, stop)
+    # is half-open) and equals the layer's rank when that is smaller.
+    assert 6 <= len(before) == upper, (upper, len(before))
     explorer.scroll_into_view_if_needed()
     shoot(page, "quickstart")
     shoot(explorer, "explorer_sv")
 
     # Move the upper end of the ranks slider down by 5 with the keyboard.
     handle.focus()
-    target = len(before) - 1 - 5
+    target = len(before) - 5
     for _ in range(upper - target):
         page.keyboard.press("ArrowLeft")
     page.wait_for_function(
         f"([el, n]) => {{ const s = Object.values(({_SOURCES_JS})(el)).find(s => s.ys); return s && s.ys.length === n; }}",
-        arg=[el, target + 1], timeout=30_000)
+        arg=[el, target], timeout=30_000)
     after = _lines(page.evaluate(_SOURCES_JS, el))
     assert int(float(handle.get_attribute("aria-valuenow"))) == target
     assert "0 – " + str(target) in explorer.locator(".widget-hslider", has_text="ranks").inner_text()
     # The same ranks stay, in order, with the same values; the last five are gone.
-    assert len(after) == target + 1 and after == before[: target + 1]
+    assert len(after) == target and after == before[:target]
     shoot(explorer, f"explorer_sv_ranks_0-{target}")
 
     # Every other explorer the notebook shows, one screenshot each, named by its title.
