@@ -249,7 +249,7 @@ def nb01() -> list:
             values pulling away from the rest: training builds a low-rank structure on top of a random bulk. With weight
             decay the bulk then shrinks, so the gap widens.
         """),
-        code("show(plots.plot_sv(ds, run, layer, ranks=slice(0, ranks), logy=logy))"),
+        code("show(plots.plot_sv(ds, run, layer, ranks=(0, ranks), logy=logy))"),
         md("""
             ### The same layer in every run
 
@@ -257,7 +257,7 @@ def nb01() -> list:
             shrinks, which is why its effective rank stays high.
         """),
         code("""
-            show(hv.Layout([plots.plot_sv(ds, r, layer, ranks=slice(0, ranks), logy=logy) for r in runs]).cols(1))
+            show(hv.Layout([plots.plot_sv(ds, r, layer, ranks=(0, ranks), logy=logy) for r in runs]).cols(1))
         """),
         md("""
             ## Effective rank heat maps
@@ -301,7 +301,7 @@ def nb01() -> list:
             - `eff_rank_explorer`: the effective-rank heat map of one run over a chosen step range.
             - `compare_explorer`: any (run, step[, layer | pair]) variable across runs.
         """),
-        code("widgets.sv_explorer(ds, run=run, layer=layer, ranks=(0, ranks - 1), logy=logy)"),
+        code("widgets.sv_explorer(ds, run=run, layer=layer, ranks=(0, ranks), logy=logy)"),
         code("widgets.eff_rank_explorer(ds, run=run)"),
         code("widgets.compare_explorer(ds, var=compare_var, layer=layer)"),
     ]
@@ -353,7 +353,7 @@ def nb02() -> list:
             (the per-head query-key pair most), while the MLP input -> output pair, with a ReLU between, stays near that
             baseline; the table above ranks the pairs.
         """),
-        code("show(plots.plot_align(ds, run, pair, ranks=slice(0, ranks)))"),
+        code("show(plots.plot_align(ds, run, pair, ranks=(0, ranks)))"),
         md("""
             ## Alignment score of every pair
 
@@ -370,7 +370,7 @@ def nb02() -> list:
             them settling well before the end while lower ranks keep changing. A run whose weights keep reorganizing
             late, as the demo's grokking run does after it generalizes, settles only near the end.
         """),
-        code("show(plots.plot_sva(ds, run, layer, ranks=slice(0, ranks)))"),
+        code("show(plots.plot_sva(ds, run, layer, ranks=(0, ranks)))"),
         code("show(plots.plot_sva_score(ds, layout=True))"),
         md("""
             Step at which each layer's `sva_score` first reaches 0.9 (its top directions are settled), per run:
@@ -391,8 +391,8 @@ def nb02() -> list:
             - `align_explorer`: the alignment diagonal of any run and pair; `ranks` and `steps` sliders.
             - `sva_explorer`: the agreement diagonal of any run and layer.
         """),
-        code("widgets.align_explorer(ds, run=run, pair=pair, ranks=(0, ranks - 1))"),
-        code("widgets.sva_explorer(ds, run=run, layer=layer, ranks=(0, ranks - 1))"),
+        code("widgets.align_explorer(ds, run=run, pair=pair, ranks=(0, ranks))"),
+        code("widgets.sva_explorer(ds, run=run, layer=layer, ranks=(0, ranks))"),
     ]
     return cells
 

@@ -85,7 +85,7 @@ def _info(args) -> int:
     from . import open as open_store
     from .summary import summary
 
-    print(summary(open_store(args.store)))
+    print(summary(open_store(args.store), events=args.events))
     return 0
 
 
@@ -101,7 +101,7 @@ def _demo(args) -> int:
     store = Path(args.store) if args.store else out / "demo.zarr"
     ds = compute(runs, store, progress=not args.quiet, threads=args.threads)
     t2 = time.perf_counter()
-    print(summary(ds))
+    print(summary(ds, events=True))
     print(f"\ntrained {len(runs)} runs in {t1 - t0:.0f} s, computed their spectra in {t2 - t1:.0f} s -> {store}")
     if args.ship:
         from .data import ship_demo
@@ -201,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="what is in a store")
     i.add_argument("store")
+    i.add_argument("--events", action="store_true",
+                   help="also say what happened in each run: grok step, effective-rank drop, early warning (seconds)")
     i.set_defaults(func=_info, threads=None)
 
     d = sub.add_parser("demo", parents=[threads], help="train the demo grokking runs (CPU, a few minutes) and compute their spectra")

@@ -13,8 +13,17 @@ Selections
   not there raises :class:`~sedviz.errors.SedvizError` listing the valid ones.
 - ``steps``: ``None`` (all), a ``slice`` of step *values* (label based, both ends included, as in
   ``Dataset.sel``), or a list of steps. Steps where the selected run has no checkpoint are dropped.
-- ``ranks``: a ``slice`` of rank *positions* with Python semantics (``slice(0, 20)`` is the top 20
-  singular values), an int, or a list of ranks. Ranks past a layer's own rank (NaN) are dropped.
+- ``ranks``: ``(start, stop)``, half-open like a Python slice (``(0, 20)`` is the top 20 singular
+  values, ranks 0 to 19), the same in every plot and explorer; also a ``slice``, one rank (int), or a
+  list of ranks. Ranks past a layer's own rank (NaN) are dropped.
+
+Layout
+------
+Figures are at most 700 px wide plus their legend, so two side by side or one with its legend fit a
+1200-px notebook. Legends sit outside the data (right of a full-width figure, below a half-width
+panel), log axes label every decade and the 2 and 5 between them, and stacked panels of an
+overlay keep their own y range (``axiswise``) so a small run is not flattened by a large one.
+Runs appear in the order the Dataset stores them, in heat-map layouts and selectors too.
 
 A variable that is missing raises a SedvizError naming it and the function that produces it.
 
@@ -57,6 +66,9 @@ __all__ = [
 ]
 
 WIDTH, HEIGHT = 700, 320
+HALF = WIDTH // 2 + 80  # a panel of a two-column layout
+LEGEND = "right"  # full-width figures: the legend right of the frame, never on the data
+LEGEND_HALF = "bottom"  # half-width panels: below the frame
 # Categorical colours: one per run (by its position in the Dataset, so a run keeps its colour in
 # every plot), and the fixed vocabularies of the pruning and masking analyses.
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -160,9 +172,28 @@ def _select_steps(da: xr.DataArray, steps, func: str) -> xr.DataArray:
 def _select_ranks(da: xr.DataArray, ranks, func: str) -> xr.DataArray:
     if ranks is None:
         return da
+    if isinstance(ranks, tuple):
+        return da.isel(rank=_rank_slice(ranks, func))
     if isinstance(ranks, slice):
         return da.isel(rank=ranks)
     return da.sel(rank=_choose_many(da, "rank", ranks, func, "ranks"))
+
+
+def _rank_slice(ranks: tuple, func: str) -> slice:
+    """``(start, stop)`` half-open -> slice(start, stop)."""
+    if len(ranks) != 2 or not all(isinstance(r, (int, np.integer)) and not isinstance(r, bool) for r in ranks) \
+            or not 0 <= ranks[0] < ranks[1]:
+        raise SedvizError(f"{func}: ranks={ranks!r} must be (start, stop) with 0 <= start < stop, half-open like a "
+                          f"Python slice: (0, 20) is the top 20 singular values")
+    return slice(int(ranks[0]), int(ranks[1]))
+
+
+def _log_axis(axis: str) -> dict:
+    """Options for a readable log axis: ticks at 1, 2 and 5 of each decade, labelled as numbers (not
+    only the powers of ten)."""
+    from bokeh.models import LogTicker
+
+    return {f"{axis}ticks": LogTicker(mantissas=[1, 2, 5], desired_num_ticks=8), f"{axis}formatter": "%.3g"}
 
 
 def _nonempty(da: xr.DataArray, func: str, what: str) -> xr.DataArray:
@@ -194,14 +225,14 @@ def _fmt(x) -> str:
 # spectra
 
 
-def plot_sv(ds: xr.Dataset, run, layer, *, ranks=slice(0, 20), steps=None, logy: bool = True) -> hv.Contours:
+def plot_sv(ds: xr.Dataset, run, layer, *, ranks=(0, 20), steps=None, logy: bool = True) -> hv.Contours:
     """Singular values ``sv`` of one layer over steps, one line per rank, coloured by rank.
 
     Parameters
     ----------
     ds : the sedviz Dataset (needs ``sv``).
     run, layer : labels of ``run`` and ``layer``.
-    ranks : slice of rank positions (default the top 20), int or list of ranks.
+    ranks : ``(start, stop)`` half-open (default ``(0, 20)``, the top 20), a slice, an int or a list of ranks.
     steps : slice of step values, list of steps, or None for all.
     logy : log-scaled y axis.
 
@@ -221,7 +252,8 @@ def plot_sv(ds: xr.Dataset, run, layer, *, ranks=slice(0, 20), steps=None, logy:
     paths = [{"step": step, "sv": da.sel(rank=r).values, "rank": int(r)} for r in da["rank"].values]
     path = hv.Contours(paths, kdims=["step", "sv"], vdims=["rank"])
     return _opts(path, color="rank", cmap="viridis", colorbar=True, clabel="rank", logy=logy, line_width=2,
-                 tools=["hover"], title=_title("sv", run=run, layer=layer), width=WIDTH, height=HEIGHT)
+                 tools=["hover"], title=_title("sv", run=run, layer=layer), width=WIDTH, height=HEIGHT,
+                 **(_log_axis("y") if logy else {}))
 
 
 def _heatmap(da: xr.DataArray, var: str, ydim: str, title: str, clim=None) -> hv.HeatMap:
@@ -246,8 +278,10 @@ def _per_run_heatmaps(ds, var, ydim, run, labels, steps, func, param, clim=None,
 
     if run is not None and (isinstance(run, str) or np.ndim(run) == 0):
         return one(_choose(ds, "run", run, func))
-    hmap = hv.HoloMap({r: one(r) for r in _choose_many(ds, "run", run, func)}, kdims=["run"])
-    return hmap.layout("run").cols(1) if layout else hmap
+    runs = _choose_many(ds, "run", run, func)
+    if layout:  # in the Dataset's run order (HoloMap.layout would sort the names)
+        return hv.Layout([one(r) for r in runs]).cols(1)
+    return hv.HoloMap([(r, one(r)) for r in runs], kdims=["run"], sort=False)
 
 
 def plot_eff_rank(ds: xr.Dataset, run=None, *, layers=None, steps=None, layout: bool = False):
@@ -271,7 +305,7 @@ def _diagonal_heatmap(ds, var, dim, run, key, ranks, steps, f):
     return _heatmap(da, var, "rank", _title(var, run=run, **{dim: key}), clim=(0, 1))
 
 
-def plot_align(ds: xr.Dataset, run, pair, *, ranks=slice(0, 100), steps=None) -> hv.HeatMap:
+def plot_align(ds: xr.Dataset, run, pair, *, ranks=(0, 100), steps=None) -> hv.HeatMap:
     """Diagonal of the alignment matrix ``align`` (docs/methods.md#alignment-of-consecutive-layers, [Y] Eqn 3-4) of one pair, rank x step.
 
     hv.HeatMap with key dims (step, rank), value dim ``align`` in [0, 1], rank 0 on top.
@@ -289,7 +323,7 @@ def plot_align_score(ds: xr.Dataset, run=None, *, pairs=None, steps=None, layout
                              clim=(0, 1), layout=layout)
 
 
-def plot_sva(ds: xr.Dataset, run, layer, *, ranks=slice(0, 100), steps=None) -> hv.HeatMap:
+def plot_sva(ds: xr.Dataset, run, layer, *, ranks=(0, 100), steps=None) -> hv.HeatMap:
     """Diagonal of the agreement with the final checkpoint ``sva`` (docs/methods.md#agreement-with-the-final-checkpoint, [Y] Eqn 5), rank x step.
 
     hv.HeatMap with key dims (step, rank), value dim ``sva`` in [0, 1], rank 0 on top.
@@ -349,7 +383,7 @@ def _bars_and_curves(res, variables, cat_dim, colors, run, step, func, x_dim=Non
         if x_dim:
             where = {x_dim: x_value, **where}
         panels.append(_opts(bars, color=hv.dim(cat_dim).categorize(colors, default="#999999"), tools=["hover"],
-                            title=_title(var, **where), width=WIDTH // 2 + 50, height=HEIGHT, xrotation=0))
+                            title=_title(var, **where), width=HALF, height=HEIGHT, xrotation=0))
         # curves over x_dim (at the step), or over steps when there is no x_dim
         over = x_dim if x_dim else "step"
         source = at_step if x_dim else da
@@ -368,8 +402,8 @@ def _bars_and_curves(res, variables, cat_dim, colors, run, step, func, x_dim=Non
             curves.append(_opts(hv.VLine(float(x_value), kdims=[over, var]), color="black", line_dash="dotted",
                                 line_width=1))
         title = _title(var, step=step_sel) if x_dim else var
-        panels.append(_opts(hv.Overlay(curves), title=f"{title} over {over}", width=WIDTH // 2 + 50, height=HEIGHT,
-                            legend_position="top_right"))
+        panels.append(_opts(hv.Overlay(curves), title=f"{title} over {over}", width=HALF, height=HEIGHT,
+                            legend_position=LEGEND_HALF))
     return hv.Layout(panels).cols(2)
 
 
@@ -464,7 +498,7 @@ def plot_lmc(lmc_ds: xr.Dataset, *, run=None, var: str = "lmc_loss") -> hv.Overl
     if len(keys) == 1 and notes[0]:
         parts.append(notes[0])
     title = var + (": " + ", ".join(parts) if parts else "")
-    return _opts(hv.Overlay(elements), title=title, width=WIDTH, height=HEIGHT, legend_position="top_right")
+    return _opts(hv.Overlay(elements), title=title, width=HALF, height=HEIGHT, legend_position=LEGEND_HALF)
 
 
 def _product(lists):
@@ -526,8 +560,10 @@ def plot_edge(edge_ds: xr.Dataset, run, window, *, phases_ds: xr.Dataset | None 
         elements.append(_opts(hv.Curve((loss["step"].values, loss.values), "step", "val_loss", label="val_loss"),
                               color="#d62728", line_width=1.5, tools=["hover"]))
         multi_y = True
+    # axiswise: stacked in a layout (windows, runs), each panel keeps its own y range
+    elements = [e.opts(axiswise=True, backend="bokeh") for e in elements]
     return _opts(hv.Overlay(elements), multi_y=multi_y, title=title, width=WIDTH, height=HEIGHT,
-                 legend_position="top_right")
+                 legend_position=LEGEND)
 
 
 def _window_colors(windows) -> dict:
@@ -587,7 +623,7 @@ def plot_lag_flip(lag_ds: xr.Dataset, run, *, window=None) -> hv.Overlay:
         y = xc.sel(window=window)
         elements.append(_opts(hv.Curve((y["lag"].values, y.values), "lag", "xcorr", label="selected"),
                               color=colors[window], line_width=5))
-    return _opts(hv.Overlay(elements), title=title, width=WIDTH, height=HEIGHT, legend_position="top_right")
+    return _opts(hv.Overlay(elements), title=title, width=WIDTH, height=HEIGHT, legend_position=LEGEND)
 
 
 def plot_drift(drift_ds: xr.Dataset, run=None, *, steps=None) -> hv.Overlay:
@@ -604,7 +640,7 @@ def plot_drift(drift_ds: xr.Dataset, run=None, *, steps=None) -> hv.Overlay:
         curves.append(_opts(hv.Curve((y["step"].values, y.values), "step", "backbone_share", label=str(r)),
                             color=_run_color(drift_ds, r), line_width=2, tools=["hover"]))
     return _opts(hv.Overlay(curves), title=_title("backbone_share", run=run if len(runs) == 1 else None),
-                 width=WIDTH, height=HEIGHT, ylim=(0, 1.02), legend_position="top_right")
+                 width=WIDTH, height=HEIGHT, ylim=(0, 1.02), legend_position=LEGEND)
 
 
 # --------------------------------------------------------------------------------------------
@@ -647,7 +683,7 @@ def plot_compare(ds: xr.Dataset, var: str = "eff_rank", *, layer=None, pair=None
         curves.append(_opts(curve, color=_run_color(ds, r), line_width=2, tools=["hover"]))
     title = _title(var, **sel)
     if overlay:
-        return _opts(hv.Overlay(curves), title=title, width=WIDTH, height=HEIGHT, legend_position="top_right")
+        return _opts(hv.Overlay(curves), title=title, width=WIDTH, height=HEIGHT, legend_position=LEGEND)
     panels = [_opts(c, title=_title(var, run=r, **sel), width=WIDTH // 2, height=HEIGHT)
               for c, r in zip(curves, run_list)]
     return _opts(hv.Layout(panels).cols(len(panels)), shared_axes=True)
@@ -657,12 +693,13 @@ _LOSSES = ("train_loss", "val_loss")
 _ACCS = ("train_acc", "val_acc")
 
 
-def plot_loss(ds: xr.Dataset, runs=None, *, steps=None, logy: bool = False) -> hv.Layout:
+def plot_loss(ds: xr.Dataset, runs=None, *, steps=None, logy: bool = True) -> hv.Layout:
     """Loss and accuracy curves from the metric logs, one colour per run.
 
     Left panel: ``train_loss`` (solid) and ``val_loss`` (dashed); right panel: ``train_acc`` and
     ``val_acc``; panels whose variables are absent are left out. Each panel is an hv.Overlay of
-    curves labelled ``"<run> <variable>"`` whose value dim is the variable's name.
+    curves labelled ``"<run> <variable>"`` whose value dim is the variable's name. The loss axis is
+    logarithmic by default (``logy=False`` for linear): a training loss near zero stays visible.
     """
     f = "plot_loss"
     present = _require_any(ds, _LOSSES + _ACCS, f)
@@ -679,8 +716,8 @@ def plot_loss(ds: xr.Dataset, runs=None, *, steps=None, logy: bool = False) -> h
                 curves.append(_opts(hv.Curve((y["step"].values, y.values), "step", v, label=f"{r} {v}"),
                                     color=_run_color(ds, r), line_width=2,
                                     line_dash="dashed" if v.startswith("val") else "solid", tools=["hover"]))
-        panels.append(_opts(hv.Overlay(curves), title=ylabel, ylabel=ylabel, logy=log, width=WIDTH // 2 + 80,
-                            height=HEIGHT, legend_position="top_right"))
+        panels.append(_opts(hv.Overlay(curves), title=ylabel, ylabel=ylabel, logy=log, width=HALF,
+                            height=HEIGHT, legend_position=LEGEND_HALF, **(_log_axis("y") if log else {})))
     return hv.Layout(panels).cols(2)
 
 
@@ -735,7 +772,7 @@ def plot_warning(ew_ds: xr.Dataset, ds: xr.Dataset | None = None, *, run=None, d
                                                    label=str(r)), color=_run_color(ew_ds, r), line_dash="dotted",
                                           line_width=1))
         panels.append(_opts(hv.Overlay(elements), title=f"signal: detector={d} ({'; '.join(notes)})",
-                            width=WIDTH, height=HEIGHT - 60, legend_position="top_right"))
+                            width=WIDTH, height=HEIGHT - 60, legend_position=LEGEND))
     if ds is not None:
         _require(ds, ["val_acc"], f)
         elements = []
@@ -747,7 +784,7 @@ def plot_warning(ew_ds: xr.Dataset, ds: xr.Dataset | None = None, *, run=None, d
             elements.append(_opts(hv.VLine(grok_of(r), kdims=["step", "val_acc"], group="Grok", label=str(r)),
                                   color=color, line_width=2, alpha=0.6))
         panels.append(_opts(hv.Overlay(elements), title="val_acc and grok_step", width=WIDTH, height=HEIGHT - 60,
-                            legend_position="top_right"))
+                            legend_position=LEGEND))
     return hv.Layout(panels).cols(1)
 
 

@@ -55,6 +55,7 @@ from collections.abc import Callable, Sequence
 
 import holoviews as hv
 import ipywidgets as ipw
+import numpy as np
 import xarray as xr
 from bokeh.document import Document
 from bokeh.models import Column, ColumnDataSource
@@ -248,12 +249,52 @@ def _step_range(ds: xr.Dataset, steps, func: str) -> ipw.SelectionRangeSlider:
                                     continuous_update=False, layout=ipw.Layout(width="420px"))
 
 
-def _rank_range(ds: xr.Dataset, ranks, func: str) -> ipw.IntRangeSlider:
-    n = ds.sizes["rank"]
-    lo, hi = ranks[0], min(ranks[1], n - 1)  # "the top 100" means all of them when there are fewer
-    if not (0 <= lo <= hi):
-        raise SedvizError(f"{func}: ranks={ranks!r} must be (first, last) with 0 <= first <= last <= {n - 1}")
-    return ipw.IntRangeSlider(min=0, max=n - 1, value=(lo, hi), description="ranks", continuous_update=False)
+def _ranks_with_values(da: xr.DataArray) -> int:
+    """How many leading ranks of ``da`` hold a value anywhere (the rest is NaN padding)."""
+    have = da.notnull().any([d for d in da.dims if d != "rank"]).values
+    return int(np.flatnonzero(have)[-1]) + 1 if have.any() else 0
+
+
+def _rank_range(da: xr.DataArray, ranks, func: str) -> ipw.IntRangeSlider:
+    """Slider over ``ranks=(start, stop)``, half-open as everywhere in sedviz: its value is
+    (start, stop) and it draws ranks start .. stop - 1. Its range is the ranks ``da`` has values for."""
+    n = max(_ranks_with_values(da), 1)
+    plots._rank_slice(tuple(ranks), func)  # checks the form
+    lo, hi = int(ranks[0]), min(int(ranks[1]), n)  # "the top 100" means all of them when there are fewer
+    if lo >= hi:
+        raise SedvizError(f"{func}: ranks={ranks!r}: this Dataset has values for ranks 0 .. {n - 1} only; "
+                          f"choose (start, stop) with start < {n}")
+    return ipw.IntRangeSlider(min=0, max=n, value=(lo, hi), description="ranks", continuous_update=False)
+
+
+def _follow_ranks(controls: dict, da: xr.DataArray, keys: Sequence[str], stop: int) -> None:
+    """Keep the ranks slider's range equal to the ranks the current selection has values for. The
+    upper end asked for (``stop``, or where the user last dragged it) is kept when a selection with
+    more ranks comes back."""
+    slider = controls["ranks"]
+    wanted = {"stop": int(stop), "busy": False}
+
+    def on_slider(change):
+        if not wanted["busy"]:
+            wanted["stop"] = change["new"][1]
+
+    def update(change=None):
+        n = max(_ranks_with_values(da.sel({k: controls[k].value for k in keys})), 1)
+        lo = min(slider.value[0], n - 1)
+        hi = min(max(wanted["stop"], lo + 1), n)
+        if (slider.max, slider.value) != (n, (lo, hi)):
+            wanted["busy"] = True
+            try:
+                slider.max = max(n, slider.max)  # widen first: the value must stay inside the range
+                slider.value = (lo, hi)
+                slider.max = n
+            finally:
+                wanted["busy"] = False
+
+    slider.observe(on_slider, names="value")
+    update()
+    for k in keys:
+        controls[k].observe(update, names="value")
 
 
 def _steps_of(sel: dict):
@@ -263,7 +304,7 @@ def _steps_of(sel: dict):
 
 def _ranks_of(sel: dict):
     lo, hi = sel["ranks"]
-    return slice(lo, hi + 1)  # the slider's ends are both included
+    return (lo, max(hi, lo + 1))  # half-open; a slider dragged to zero width still draws one rank
 
 
 def _analysis(name: str, func: str, instead: str):
@@ -282,11 +323,12 @@ def _analysis(name: str, func: str, instead: str):
 # explorers
 
 
-def sv_explorer(ds: xr.Dataset, *, run=None, layer=None, ranks=(0, 19), steps=None, logy: bool = True) -> Explorer:
+def sv_explorer(ds: xr.Dataset, *, run=None, layer=None, ranks=(0, 20), steps=None, logy: bool = True) -> Explorer:
     """Singular values of one layer over steps (:func:`sedviz.plots.plot_sv`).
 
     Controls: ``run`` and ``layer`` (Dropdown), ``steps`` (SelectionRangeSlider of step values,
-    both ends included), ``ranks`` (IntRangeSlider, both ends included), ``logy`` (Checkbox; builds
+    both ends included), ``ranks`` (IntRangeSlider over ``(start, stop)``, half-open: ranks start to
+    stop - 1, as ``ranks=`` everywhere; its range follows the layer's rank), ``logy`` (Checkbox; builds
     a new figure). ``source`` is the MultiLine's data: ``xs`` (steps) and ``ys`` (sv) lists, one
     per rank in ``rank``.
     """
@@ -296,9 +338,10 @@ def sv_explorer(ds: xr.Dataset, *, run=None, layer=None, ranks=(0, 19), steps=No
         "run": _dropdown(ds, "run", run, f),
         "layer": _dropdown(ds, "layer", layer, f),
         "steps": _step_range(ds, steps, f),
-        "ranks": _rank_range(ds, ranks, f),
+        "ranks": _rank_range(ds["sv"], ranks, f),
         "logy": ipw.Checkbox(value=logy, description="logy", indent=False),
     }
+    _follow_ranks(controls, ds["sv"], ["run", "layer"], ranks[1])
 
     def make(sel):
         return plots.plot_sv(ds, sel["run"], sel["layer"], ranks=_ranks_of(sel), steps=_steps_of(sel),
@@ -320,21 +363,33 @@ def eff_rank_explorer(ds: xr.Dataset, *, run=None, steps=None) -> Explorer:
                     title="eff_rank")
 
 
-def align_explorer(ds: xr.Dataset, *, run=None, pair=None, ranks=(0, 99), steps=None) -> Explorer:
+def _default_pair(ds: xr.Dataset):
+    """The first pair between two different matrices (an MLP's in -> out, embedding -> attention), not
+    a head's Q/K or V/O blocks of one fused matrix, which read ``qkv -> qkv``."""
+    if "pair_src" in ds.coords and "pair_dst" in ds.coords:
+        for name, src, dst in zip(ds.pair.values.tolist(), ds.pair_src.values.tolist(), ds.pair_dst.values.tolist()):
+            if src != dst:
+                return name
+    return None
+
+
+def align_explorer(ds: xr.Dataset, *, run=None, pair=None, ranks=(0, 100), steps=None) -> Explorer:
     """Alignment diagonal of a consecutive pair, rank x step (:func:`sedviz.plots.plot_align`).
 
-    Controls: ``run``, ``pair`` (Dropdown), ``ranks`` (IntRangeSlider, both ends included, clipped to
-    the Dataset's ranks), ``steps``. ``source``: columns ``step``, ``rank``,
-    ``zvalues`` (align).
+    Controls: ``run``, ``pair`` (Dropdown; default the first pair of two different matrices),
+    ``ranks`` (IntRangeSlider over ``(start, stop)``, half-open; its range is the ranks the pair
+    has values for, so the slider's ends are what is drawn), ``steps``. ``source``: columns
+    ``step``, ``rank``, ``zvalues`` (align).
     """
     f = "align_explorer"
     plots._require(ds, ["align"], f)
     controls = {
         "run": _dropdown(ds, "run", run, f),
-        "pair": _dropdown(ds, "pair", pair, f),
-        "ranks": _rank_range(ds, ranks, f),
+        "pair": _dropdown(ds, "pair", pair if pair is not None else _default_pair(ds), f),
+        "ranks": _rank_range(ds["align"], ranks, f),
         "steps": _step_range(ds, steps, f),
     }
+    _follow_ranks(controls, ds["align"], ["run", "pair"], ranks[1])
 
     def make(sel):
         return plots.plot_align(ds, sel["run"], sel["pair"], ranks=_ranks_of(sel), steps=_steps_of(sel))
@@ -342,20 +397,22 @@ def align_explorer(ds: xr.Dataset, *, run=None, pair=None, ranks=(0, 99), steps=
     return Explorer(controls, make, title="align")
 
 
-def sva_explorer(ds: xr.Dataset, *, run=None, layer=None, ranks=(0, 99), steps=None) -> Explorer:
+def sva_explorer(ds: xr.Dataset, *, run=None, layer=None, ranks=(0, 100), steps=None) -> Explorer:
     """Agreement with the final checkpoint of one layer, rank x step (:func:`sedviz.plots.plot_sva`).
 
-    Controls: ``run``, ``layer`` (Dropdown), ``ranks`` (IntRangeSlider, both ends included),
-    ``steps``. ``source``: columns ``step``, ``rank``, ``zvalues`` (sva).
+    Controls: ``run``, ``layer`` (Dropdown), ``ranks`` (IntRangeSlider over ``(start, stop)``,
+    half-open, its range the ranks the layer has values for), ``steps``. ``source``: columns
+    ``step``, ``rank``, ``zvalues`` (sva).
     """
     f = "sva_explorer"
     plots._require(ds, ["sva"], f)
     controls = {
         "run": _dropdown(ds, "run", run, f),
         "layer": _dropdown(ds, "layer", layer, f),
-        "ranks": _rank_range(ds, ranks, f),
+        "ranks": _rank_range(ds["sva"], ranks, f),
         "steps": _step_range(ds, steps, f),
     }
+    _follow_ranks(controls, ds["sva"], ["run", "layer"], ranks[1])
 
     def make(sel):
         return plots.plot_sva(ds, sel["run"], sel["layer"], ranks=_ranks_of(sel), steps=_steps_of(sel))

@@ -28,7 +28,15 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 REPO = Path(__file__).resolve().parents[1]
-SCREENSHOTS = REPO / "docs" / "screenshots"
+SCREENSHOTS = REPO / "docs" / "screenshots"  # refreshed on purpose by scripts/screenshots.sh only
+
+
+def screenshot_dir(tmp: Path) -> Path:
+    """Where the browser tests save screenshots: ``tmp`` (tests never write tracked files), or the
+    folder in ``SEDVIZ_SCREENSHOTS``, which scripts/screenshots.sh sets to docs/screenshots."""
+    folder = Path(os.environ.get("SEDVIZ_SCREENSHOTS") or tmp)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def require_chromium() -> None:
@@ -104,10 +112,9 @@ def offline_page(*, allow_prefixes: tuple[str, ...] = (), viewport=(1280, 900)):
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def screenshot(page, name: str, **kwargs) -> Path:
-    """Save a PNG of the page into docs/screenshots/NAME."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / name
+def screenshot(page, name: str, tmp: Path, **kwargs) -> Path:
+    """Save a PNG of the page as NAME in :func:`screenshot_dir` (``tmp`` unless asked otherwise)."""
+    path = screenshot_dir(tmp) / name
     page.screenshot(path=str(path), **kwargs)
     return path
 

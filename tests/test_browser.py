@@ -2,7 +2,7 @@
 requested from anywhere but the file itself, and the console stays free of errors.
 
 Headless Debian Chromium through Playwright (tests/browser_util.py). The screenshot of the demo
-report is saved as docs/screenshots/report.png.
+report goes to the test's temporary folder (docs/screenshots/report.png with scripts/screenshots.sh).
 """
 from __future__ import annotations
 
@@ -59,10 +59,7 @@ def test_report_renders_offline(tmp_path_factory):
         assert log.blocked == [], f"the report requested files from the network: {log.blocked}"
         assert log.console_errors == [] and log.page_errors == [], log.problems()
         # Screenshot the demo report for the docs (a synthetic store goes to a temporary file).
-        if source == "demo":
-            screenshot(page, "report.png", full_page=False)
-        else:
-            page.screenshot(path=str(base / "report-synthetic.png"))
+        screenshot(page, "report.png" if source == "demo" else "report-synthetic.png", base, full_page=False)
 
 
 def test_blocking_is_real():

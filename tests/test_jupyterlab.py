@@ -5,8 +5,9 @@ notebooks/ (fresh settings and workspace folders, no news or update checks); the
 reach that server and nothing else. The test opens quickstart.ipynb, runs every cell from the
 Run menu, waits for the singular-value explorer to draw, moves its ``ranks`` slider with the
 keyboard as a user would, and checks through ``window.Bokeh`` that the plotted data changed the
-way the slider says. Screenshots go to docs/screenshots/. The server (and its kernels) are shut
-down at the end.
+way the slider says. Then it opens every other notebook, runs it the same way and checks that no
+cell raised. Screenshots of each notebook go to the test's temporary folder (docs/screenshots/
+only through scripts/screenshots.sh). The server (and its kernels) are shut down at the end.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_util import REPO, SCREENSHOTS, demo_shipped, offline_page, require_chromium
+from browser_util import REPO, demo_shipped, offline_page, require_chromium, screenshot_dir
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -150,6 +151,30 @@ _TRACEBACKS_JS = """() => [...document.querySelectorAll('.jp-OutputArea-output[d
   .map((e) => e.innerText).filter((t) => t.includes('Traceback (most recent call last)'))"""
 
 
+def _run_notebook(page, base, token, name: str, shoot, timeout: float = 600) -> None:
+    """Open a notebook, Run All Cells from the menu, wait until every code cell has run without a
+    traceback, and take a screenshot of the whole notebook."""
+    page.goto(f"{base}/lab/tree/{name}?token={token}")
+    page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell")
+    page.wait_for_selector("#jp-main-statusbar >> text=Idle")
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    deadline = time.monotonic() + timeout
+    done = ("() => [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')]"
+            ".every(p => /\\[\\d+\\]/.test(p.textContent))")
+    while not page.evaluate(done):
+        tracebacks = page.evaluate(_TRACEBACKS_JS)
+        if tracebacks:
+            raise AssertionError(f"{name}: a cell raised:\n" + tracebacks[0][-3000:])
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name}: the cells did not finish within {timeout} s")
+        page.wait_for_timeout(1000)
+    tracebacks = page.evaluate(_TRACEBACKS_JS)
+    assert not tracebacks, f"{name}: a cell raised:\n" + (tracebacks[0][-3000:] if tracebacks else "")
+    page.wait_for_timeout(1500)  # let the last figures paint
+    shoot(page, "notebook_" + name.removesuffix(".ipynb"))
+
+
 def _wait_for(page, locator, timeout: float) -> None:
     """Wait until ``locator`` is visible; fail at once with the traceback when a cell raised."""
     deadline = time.monotonic() + timeout
@@ -185,9 +210,8 @@ def test_quickstart_explorer_in_jupyterlab(tmp_path):
         root.mkdir()
         _stand_in_notebook(root / "quickstart.ipynb")
         warnings.warn(f"missing {', '.join(missing)}: drove a stand-in notebook with the same explorer")
-    # Screenshots of the real quick start go into the docs; a stand-in's stay in the temporary folder.
-    shot_dir = SCREENSHOTS if real else tmp_path
-    shot_dir.mkdir(parents=True, exist_ok=True)
+    # Screenshots stay in the temporary folder (scripts/screenshots.sh sends the real ones to the docs).
+    shot_dir = screenshot_dir(tmp_path) if real else tmp_path
 
     def shoot(page_or_locator, name):
         page_or_locator.screenshot(path=str(shot_dir / f"lab_{name}.png"))
@@ -200,6 +224,11 @@ def test_quickstart_explorer_in_jupyterlab(tmp_path):
             page.set_default_timeout(90_000)
             try:
                 _drive(page, log, base, token, shoot)
+                if real:
+                    for nb in sorted(root.glob("*.ipynb")):
+                        if nb.name not in ("quickstart.ipynb", "report.ipynb"):
+                            _run_notebook(page, base, token, nb.name, shoot)
+                    assert log.blocked == [], f"requests outside the JupyterLab server: {log.blocked}"
             except Exception:
                 page.screenshot(path=str(tmp_path / "failure.png"))
                 print(f"screenshot of the failure: {tmp_path / 'failure.png'}; server log: {scratch / 'server.log'}")
@@ -230,25 +259,26 @@ def _drive(page, log, base, token, shoot):
     page.wait_for_timeout(1000)
     before = _lines(page.evaluate(_SOURCES_JS, el))
     upper = int(float(handle.get_attribute("aria-valuenow")))
-    # One line per rank from 0 to the slider's upper end (fewer when the layer has fewer ranks).
-    assert 6 <= len(before) <= upper + 1, (upper, len(before))
+    # One line per rank from 0 up to the slider's upper end, which is excluded (ranks=(start, stop)
+    # is half-open) and equals the layer's rank when that is smaller.
+    assert 6 <= len(before) == upper, (upper, len(before))
     explorer.scroll_into_view_if_needed()
     shoot(page, "quickstart")
     shoot(explorer, "explorer_sv")
 
     # Move the upper end of the ranks slider down by 5 with the keyboard.
     handle.focus()
-    target = len(before) - 1 - 5
+    target = len(before) - 5
     for _ in range(upper - target):
         page.keyboard.press("ArrowLeft")
     page.wait_for_function(
         f"([el, n]) => {{ const s = Object.values(({_SOURCES_JS})(el)).find(s => s.ys); return s && s.ys.length === n; }}",
-        arg=[el, target + 1], timeout=30_000)
+        arg=[el, target], timeout=30_000)
     after = _lines(page.evaluate(_SOURCES_JS, el))
     assert int(float(handle.get_attribute("aria-valuenow"))) == target
     assert "0 – " + str(target) in explorer.locator(".widget-hslider", has_text="ranks").inner_text()
     # The same ranks stay, in order, with the same values; the last five are gone.
-    assert len(after) == target + 1 and after == before[: target + 1]
+    assert len(after) == target and after == before[:target]
     shoot(explorer, f"explorer_sv_ranks_0-{target}")
 
     # Every other explorer the notebook shows, one screenshot each, named by its title.

@@ -87,13 +87,13 @@ def test_sv_explorer_updates_in_place(ds):
         np.testing.assert_allclose(w.source.data["ys"][r], ds.sv.sel(run="a", layer=FC1, rank=r).values)
 
     w.controls["run"].value = "b"
-    w.controls["ranks"].value = (2, 4)
+    w.controls["ranks"].value = (2, 5)  # half-open: ranks 2, 3, 4
     w.controls["steps"].value = (500, 1500)
     assert list(w.source.data["rank"]) == [2, 3, 4]
     np.testing.assert_array_equal(w.source.data["xs"][0], np.arange(500, 1501, 100))
     np.testing.assert_allclose(w.source.data["ys"][1], ds.sv.sel(run="b", layer=FC1, rank=3, step=slice(500, 1500)).values)
     assert w.last_update_s < FAST
-    assert w.selection == {"run": "b", "layer": FC1, "steps": (500, 1500), "ranks": (2, 4), "logy": True}
+    assert w.selection == {"run": "b", "layer": FC1, "steps": (500, 1500), "ranks": (2, 5), "logy": True}
 
     # the log toggle builds a new figure inside the same widget, with the same selection
     assert type(w.figure.y_scale).__name__ == "LogScale"
@@ -116,13 +116,13 @@ def test_heatmap_explorers_update_their_cells(ds):
     pair = ds.pair.values[2]
     w = widgets.align_explorer(ds)
     w.controls["pair"].value = pair
-    w.controls["ranks"].value = (1, 3)
+    w.controls["ranks"].value = (1, 4)
     assert_cells_equal(w.source, ds.align.sel(run="a", pair=pair, rank=[1, 2, 3]), "rank", "align")
     assert w.last_update_s < FAST
 
     w = widgets.sva_explorer(ds, layer=FC1)
     w.controls["run"].value = "b"
-    w.controls["ranks"].value = (0, 4)
+    w.controls["ranks"].value = (0, 5)
     assert_cells_equal(w.source, ds.sva.sel(run="b", layer=FC1, rank=slice(0, 4)), "rank", "sva")
     assert w.element.vdims[0].name == "sva"
 
@@ -255,7 +255,7 @@ def test_the_browser_copy_follows_from_the_patches_alone(ds):
     fragments = []
     w.bokeh_model.send = lambda content, buffers=None: fragments.append(buffers[0] if buffers else content["payload"])
     w.controls["layer"].value = FC2
-    w.controls["ranks"].value = (1, 6)
+    w.controls["ranks"].value = (1, 7)
     w.controls["logy"].value = False  # a new figure, sent as a patch too
 
     async def replay():

@@ -17,7 +17,6 @@ from typing import NamedTuple
 
 import numpy as np
 import xarray as xr
-from scipy import stats
 
 from sedviz.errors import SedvizError
 
@@ -128,6 +127,8 @@ def _granger_at(x: np.ndarray, y: np.ndarray, p: int) -> GrangerResult:
         f = np.inf if rss_r > rss_u else np.nan
         return GrangerResult(f, 0.0 if f == np.inf else np.nan, p)
     f = ((rss_r - rss_u) / p) / (rss_u / df_den)
+    from scipy import stats  # here, not at the top: scipy.stats costs ~60 MB and every compute imports this package
+
     return GrangerResult(float(f), float(stats.f.sf(f, p, df_den)), p)
 
 
