@@ -100,3 +100,33 @@ def test_erank_val_loss_and_combined_rules():
     d2 = 1 - er[2:] / np.maximum.accumulate(er[2:])
     np.testing.assert_allclose(comb[2:], np.minimum(d1 / 0.07, d2 / 0.08))
     assert (ew.status.values == "fired_before_grok").all()
+
+
+# ------------------------------------------------------------------- the shipped suite
+
+
+def test_split_rule_and_pairs():
+    from sedviz import suite
+
+    names = list(suite.PAIRS)
+    assert len(names) >= 24
+    assert [suite.split_of(p) for p in names[:4]] == ["tuning", "heldout", "tuning", "heldout"]
+    cfgs = [suite.pair_config(p) for p in names]
+    assert {c["arch"] for c in cfgs} == {"transformer", "mlp"} and {c["n_layers"] for c in cfgs} == {1, 2}
+    assert {c["op"] for c in cfgs} == {"add", "sub", "mul"} and len({c["every"] for c in cfgs}) >= 3
+    for p in names:  # a control differs from its grokking run only by weight decay 0
+        a, b = suite.pair_config(p), suite.pair_config(p, control=True)
+        assert b["weight_decay"] == 0 < a["weight_decay"] and {k for k in a if a[k] != b[k]} == {"weight_decay"}
+
+
+def test_heldout_figures_of_the_default_detector():
+    """The held-out half, recomputed from the shipped series with early_warning's defaults."""
+    from sedviz import suite
+
+    table, sig = suite.load_suite()
+    held = suite.split_runs(table, "heldout")
+    assert len(held) == 2 * sum(suite.split_of(p) == "heldout" for p in suite.PAIRS)
+    ew = detect(sig.sel(run=held))
+    assert ew.detector.values.tolist() == [DEFAULT_DETECTOR]
+    sc = suite.score(ew, table, held)[DEFAULT_DETECTOR]
+    HELDOUT_CHECKS(sc)
