@@ -96,6 +96,16 @@ def _demo(args) -> int:
 
     out = Path(args.out)
     t0 = time.perf_counter()
+    if args.live:  # record while training: no checkpoints are written
+        if args.ship:
+            raise SedvizError("sedviz demo --live --ship: the shipped demo data comes from checkpoints; drop --live")
+        from . import open as open_store_ds
+
+        store = Path(args.store) if args.store else out / "demo.zarr"
+        demo.record_demo(store, progress=not args.quiet)
+        print(summary(open_store_ds(store)))
+        print(f"\ntrained and recorded {len(demo.RUNS)} runs live in {time.perf_counter() - t0:.0f} s -> {store}")
+        return 0
     runs = demo.train_demo(out, progress=not args.quiet)
     t1 = time.perf_counter()
     store = Path(args.store) if args.store else out / "demo.zarr"
@@ -209,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("out", nargs="?", default="runs/demo", help="folder for the runs (default runs/demo)")
     d.add_argument("--store", help="store path (default OUT/demo.zarr)")
     d.add_argument("--ship", action="store_true", help="also refresh the demo data shipped in the package (developers)")
+    d.add_argument("--live", action="store_true", help="record the spectra while training (sedviz.Recorder), keep no checkpoints")
     d.add_argument("-q", "--quiet", action="store_true")
     d.set_defaults(func=_demo)
 

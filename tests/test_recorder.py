@@ -258,3 +258,24 @@ def test_distributed_rank_zero_only_and_sharded_params_refused(tmp_path, monkeyp
     monkeypatch.setattr(model, "state_dict", lambda keep_vars=False: sharded)
     with pytest.raises(sedviz.SedvizError, match="sharded.*not supported|FSDP"):
         Recorder(tmp_path / "r0.zarr", every=1).record(model, 1)
+
+
+@pytest.mark.slow
+def test_demo_recorded_live_equals_demo_from_checkpoints(tmp_path, capsys):
+    """``sedviz demo --live``: both runs recorded while training equal the checkpoint pass over the
+    checkpoints train_demo writes (tiny config), metrics included."""
+    from sedviz import demo
+    from sedviz.cli import main
+
+    tiny = {"p": 11, "d_model": 16, "n_heads": 2, "d_mlp": 32, "steps": 25, "every": 10, "lr": 1e-2}
+    runs = demo.train_demo(tmp_path / "ck", config=tiny, progress=False)
+    ref = sedviz.compute(runs, tmp_path / "ref.zarr", progress=False, sketch_dim=32)
+    demo.record_demo(tmp_path / "live.zarr", config=tiny, progress=False, sketch_dim=32, sva_k=16)
+    live = sedviz.open(tmp_path / "live.zarr")
+    assert live.run.values.tolist() == ref.run.values.tolist() == list(demo.RUNS)
+    assert live.step.values.tolist() == [0, 10, 20, 25]
+    compare(live, ref, sva_k=16)
+    for col in ("train_loss", "train_acc", "val_loss", "val_acc"):
+        np.testing.assert_allclose(live[col].values, ref[col].values, rtol=1e-12, err_msg=col)
+    assert main(["demo", str(tmp_path / "x"), "--live", "--ship", "-q"]) != 0
+    assert "drop --live" in capsys.readouterr().err
