@@ -278,8 +278,9 @@ def test_train_demo_writes_both_runs(tmp_path):
 
 
 @pytest.mark.slow
-def test_full_demo_groks_with_weight_decay_only(tmp_path):
-    wd1, wd0 = demo.train_demo(tmp_path, progress=False)
+def test_full_demo_groks_with_weight_decay_only(fresh_demo):
+    """The full demo, trained now at a non-default seed (tests/conftest.py), groks only with weight decay."""
+    wd1, wd0 = fresh_demo
     cfg = demo.CONFIG
     n_ckpt = cfg["steps"] // cfg["every"] + 1
     for run in (wd1, wd0):

@@ -1,7 +1,10 @@
-"""The papers' findings, asserted on the shipped demo (modular-addition grokking, wd 1.0 vs 0.0).
+"""The papers' findings on the demo (modular-addition grokking, wd 1.0 vs 0.0): on the shipped data,
+and on a demo trained afresh at a seed they were not measured on (tests/conftest.py).
 
-Numbers measured on the shipped data are in the comments; thresholds leave room for a
-retrained demo on another machine.
+Only findings that held on all five seeds of scripts/demo_seeds.py are asserted; each threshold
+comes from the spread over those seeds, quoted in the comments (docs/demo.md has the table). The
+early-warning test below is about the shipped data only (issue 11's grokking suite calibrates the
+detectors).
 """
 import json
 
@@ -22,35 +25,86 @@ def _grok_step(one, threshold=0.9):
     return int(acc.step[acc >= threshold].min())
 
 
-def test_demo_groks_and_control_does_not(ds):
-    assert _grok_step(ds.sel(run="grok_wd1")) == 2500
-    assert float(ds.val_acc.sel(run="grok_wd0").max()) < 0.1
-    assert ds.sizes["step"] == 141
+def check_groks_and_control_does_not(ds):
+    grok = _grok_step(ds.sel(run="grok_wd1"))
+    assert 2000 <= grok <= 3200  # seeds 0-4: GROK_RANGE
+    assert float(ds.val_acc.sel(run="grok_wd0").max()) < 0.1  # seeds 0-4: CTL_RANGE
+    return grok
 
 
-def test_eff_rank_falls_when_the_model_groks_not_in_the_control(ds):
+def check_eff_rank_falls_when_the_model_groks_not_in_the_control(ds, grok):
     """Yunis et al. (2024) Fig. 2: effective rank of attention and MLP matrices drops sharply at grokking."""
     layers = ds.sed.layers(kind=["attn", "mlp"])
     assert len(layers) == 4
-    grok = _grok_step(ds.sel(run="grok_wd1"))
-    before, after = grok - 250, grok + 500
+    last = int(ds.step.max())
+    before, after = grok - 250, min(grok + 500, last)
     er = ds.eff_rank.sel(layer=layers)
     drop = (er.sel(step=before) - er.sel(step=after)).mean("layer")
-    # measured: 0.208 for grok_wd1, -0.0005 for grok_wd0
+    # seeds 0-4: ER_RANGE
     assert float(drop.sel(run="grok_wd1")) > 0.15
     assert abs(float(drop.sel(run="grok_wd0"))) < 0.02
     # and every attention/MLP matrix of the grokking run ends lower than where grokking began
-    assert (er.sel(run="grok_wd1", step=3500) < er.sel(run="grok_wd1", step=before)).all()
+    assert (er.sel(run="grok_wd1", step=last) < er.sel(run="grok_wd1", step=before)).all()
 
 
-def test_top_half_svd_pruning_keeps_accuracy_bottom_half_destroys_it(ds):
+def check_top_half_svd_pruning_keeps_accuracy_bottom_half_destroys_it(ds):
     """Yunis et al. (2024) Fig. 4: keeping the top half of every SVD keeps the model; the bottom half does not."""
     pc = sa.prune_curves(ds, "sedviz.demo:make_model", "sedviz.demo:evaluate", runs=["grok_wd1"], fractions=[0.5])
     acc = pc.prune_acc.sel(run="grok_wd1").squeeze()
-    # measured: full 1.000, top 1.000, bottom 0.009 (chance is 1/97 = 0.010)
+    # seeds 0-4: PRUNE_RANGE (chance is 1/97 = 0.010)
     assert float(acc.sel(keep="full")) == pytest.approx(1.0, abs=1e-6)
     assert float(acc.sel(keep="top")) >= 0.98
     assert float(acc.sel(keep="bottom")) < 0.05
+
+
+def check_sketch_error(ds):
+    """The sketch's gap ratios at W = 20 (d = 200 per parameter, 1,400 in all) against the exact ones, per window."""
+    opts = json.loads(ds.attrs["options"])
+    assert opts["sketch_dim"] == 200
+    sk = sa.edge(ds, windows=[20], exact=False)
+    ex = sa.edge(ds, windows=[20], exact=True)
+    for run in ("grok_wd1", "grok_wd0"):
+        k = int(ex.k_star_mode.sel(run=run, window=20))
+        err = sk.sketch_gap_error.sel(run=run, window=20).dropna("step", how="all").values[:, :19]
+        edge_err = err[:, k - 1]
+        # seeds 0-4: SKETCH_RANGE
+        assert err.mean() < 0.05
+        assert np.quantile(edge_err, 0.9) < 0.15 and edge_err.max() < 0.25
+        # the jackknife estimate has the size of the error: two standard errors cover most windows
+        se = sk.gap_ratio_rel_se.sel(run=run, window=20).dropna("step", how="all").values[:, :19]
+        assert (err <= 2 * se).mean() > 0.85
+
+
+def check_edge_signal_rank_and_no_collapse_in_the_control(ds):
+    e = sa.edge(ds, windows=[20])
+    # seeds 0-4: KSTAR_RANGE
+    assert int(e.k_star_mode.sel(run="grok_wd1", window=20)) == 2  # s2/s3: a two-direction signal
+    p = sa.phases(e)
+    assert np.isnan(float(p.collapse_step.sel(run="grok_wd0", window=20)))
+
+
+def check_no_lag_flip(ds):
+    """Xu's lag flip does not appear on the demo: on no seed do significant peaks change sign across windows."""
+    lf = sa.lag_flip(ds, windows=[5, 10, 15, 20])
+    assert not (lf.flip == "flip").any()  # seeds 0-4: FLIP_RANGE
+
+
+CHECKS = [check_eff_rank_falls_when_the_model_groks_not_in_the_control, check_sketch_error,
+          check_edge_signal_rank_and_no_collapse_in_the_control, check_no_lag_flip,
+          check_top_half_svd_pruning_keeps_accuracy_bottom_half_destroys_it]
+
+
+def test_shipped_demo_groks_at_2500(ds):
+    assert check_groks_and_control_does_not(ds) == 2500
+    assert ds.sizes["step"] == 141
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda f: f.__name__[len("check_"):])
+def test_findings_on_the_shipped_demo(ds, check):
+    if check is check_eff_rank_falls_when_the_model_groks_not_in_the_control:
+        check(ds, _grok_step(ds.sel(run="grok_wd1")))
+    else:
+        check(ds)
 
 
 def test_early_warning_fires_before_grokking_and_not_on_the_control(ds):
@@ -61,21 +115,19 @@ def test_early_warning_fires_before_grokking_and_not_on_the_control(ds):
     assert float(lead) > 0  # measured: fires at step 2150, a lead of 350 steps
 
 
-def test_sketch_error_at_d_10w_is_bounded(ds):
-    """Xu (2026) reports the JL sketch keeps gap ratios within ~5.7% at d = 10 W; the demo stores d = 200."""
-    opts = json.loads(ds.attrs["options"])
-    assert opts["sketch_dim"] == 200
-    e = sa.edge(ds, windows=[20])
-    err = e.sketch_error.sel(window=20)
-    # measured: at most 0.041 over runs and k
-    assert float(err.max()) < 0.06
+def test_shipped_edge_collapses_before_grokking(ds):
+    """On the shipped data (seed 0) the W = 20 edge collapses at 2175, before the grok at 2500. Not on
+    every seed: COLLAPSE_NOTE."""
+    p = sa.phases(sa.edge(ds, windows=[20]))
+    assert 0 < float(p.collapse_step.sel(run="grok_wd1", window=20)) < 2500
 
 
-def test_edge_signal_rank_and_phases_on_the_demo(ds):
-    e = sa.edge(ds, windows=[10, 20])
-    assert int(e.k_star_mode.sel(run="grok_wd1", window=20)) == 2  # s2/s3: a two-direction signal
-    p = sa.phases(e)
-    collapse = float(p.collapse_step.sel(run="grok_wd1", window=20))
-    # measured: rise to a peak at 1350, plateau 1150-1675, collapse at 2175 -- before the grok at 2500
-    assert 0 < collapse < 2500
-    assert np.isnan(float(p.collapse_step.sel(run="grok_wd0", window=20)))
+@pytest.mark.slow
+def test_findings_on_a_fresh_demo_at_another_seed(fresh_demo_ds):
+    """Everything asserted above, on a demo trained now at seed 5 (not one of the seeds thresholds came from)."""
+    ds = fresh_demo_ds
+    assert ds.sizes["step"] == 141 and set(ds.run.values) == {"grok_wd1", "grok_wd0"}
+    grok = check_groks_and_control_does_not(ds)
+    check_eff_rank_falls_when_the_model_groks_not_in_the_control(ds, grok)
+    for check in CHECKS[1:]:
+        check(ds)
