@@ -539,7 +539,7 @@ def nb04() -> list:
     cells += [
         code("""
             group = None if layers == "all" else layers  # the analyses' name for the whole model
-            edge = analysis.edge(ds, windows=windows, layers=group)
+            edge = analysis.edge(ds, windows=windows, params=group)
             phases = analysis.phases(edge, threshold=threshold)
             edge
         """),
@@ -585,14 +585,27 @@ def nb04() -> list:
 
             The store keeps both the exact inner products of updates (up to some lag) and a random sketch of every
             checkpoint, so window spectra of any size come from the Dataset alone. Where both can serve a window size,
-            `sketch_error` is the mean relative error of the sketched gap ratios r_k (Xu reports within 5.7%;
-            docs/methods.md#spectral-edge). Small numbers mean the sketch can stand in for windows too large for the exact products.
+            `sketch_gap_error` is the relative error of the sketched gap ratios r_k in each window and `sketch_error`
+            its mean (Xu reports within 5.7% on average; docs/methods.md#spectral-edge). A mean hides the worst windows, so the second
+            table gives the median, 90th percentile and maximum over windows of the error of the edge r_(k*). Where a
+            window size can only come from the sketch, `edge_rel_se` is the sketch's own error estimate of each edge
+            value (a jackknife over groups of sketch coordinates; docs/schema.md, "Sketch error").
         """),
         code("""
             print("Gram source per window:", dict(zip(edge.window.values.tolist(), edge["edge_source"].values.tolist())))
             if "sketch_error" in edge:
-                err = edge["sketch_error"].sel(k=[1, 2, 3]).to_dataframe()["sketch_error"].unstack("k")
-                display(err.rename(columns=lambda k: f"r_{k}").round(4))
+                err = edge["sketch_error"].sel(edge_k=[1, 2, 3]).to_dataframe()["sketch_error"].unstack("edge_k")
+                display(err.rename(columns=lambda k: f"mean error r_{k}").round(4))
+                rows = {}
+                for r in runs:
+                    for w in edge.window.values.tolist():
+                        k = edge["k_star_mode"].sel(run=r, window=w).item()
+                        if np.isfinite(k):
+                            e = edge["sketch_gap_error"].sel(run=r, window=w, edge_k=int(k)).dropna("step").values
+                            if e.size:
+                                rows[(r, w)] = {"k*": int(k), "median": np.median(e), "90%": np.quantile(e, 0.9),
+                                                "max": e.max(), "windows": e.size}
+                display(pd.DataFrame(rows).T.rename_axis(["run", "window"]).round(4))
             else:
                 print("this Dataset cannot compute both the exact and the sketched spectra for these windows; no error to show")
         """),
@@ -600,17 +613,23 @@ def nb04() -> list:
             ## The lag flip
 
             Cross-correlation r(lag) = Pearson(edge[t], val_loss[t + lag]) after removing a cubic trend from each, one
-            curve per window size; diamonds mark each window's peak (the most negative r). A positive peak lag means the
-            spectral edge leads the loss. Look for the peak lag changing sign as the window grows (Xu: -1 at W = 10 to
-            +1 at W = 20). Read the peaks with the curves: a peak at an end of the lag range, or a peak r that is not
-            clearly negative, is no coupling to speak of. The table adds Granger tests in both directions.
+            curve per window size; diamonds mark each window's peak, the lag of the largest |r| (with its sign). A
+            positive peak lag means the spectral edge leads the loss. Xu reports the peak lag changing sign as the window
+            grows (-1 at W = 10 to +1 at W = 20). Two smooth series correlate at some lag by chance, so each peak is
+            tested against 999 phase-randomised copies of the edge (same spectrum, no coupling with the loss): the
+            shaded band is where 95% of their |r| stay at each lag, and `p_value` is the share of copies whose largest
+            |r| reaches the observed one. A peak counts (`peak_verdict` "significant") when p < 0.05 and it is not at
+            an end of the lag range; the run flips only when counted peaks have lags of both signs. The verdict below
+            the plot says so in words. The table adds Granger tests in both directions.
         """),
         code("""
-            lag = analysis.lag_flip(ds, windows=lag_windows, layers=group)
+            lag = analysis.lag_flip(ds, windows=lag_windows, params=group)
             show(plots.plot_lag_flip(lag, run))
+            for r in runs:
+                print(f"{r}: {lag['flip_text'].sel(run=r).item()}")
         """),
         code("""
-            cols = ["peak_lag", "peak_r", "granger_p_x2y", "granger_p_y2x", "n_points"]
+            cols = ["peak_lag", "peak_r", "p_value", "peak_verdict", "granger_p_x2y", "granger_p_y2x", "n_points"]
             lag[cols].to_dataframe()[cols].round(4)
         """),
         md("""
@@ -622,7 +641,7 @@ def nb04() -> list:
             Both reuse the analyses computed above (`edge_ds=`, `lag_ds=`).
         """),
         code("""
-            edge_all = analysis.edge(ds, windows=lag_windows, layers=group)
+            edge_all = analysis.edge(ds, windows=lag_windows, params=group)
             first = next((w for w in windows if w in lag_windows), None)  # open on the first edge window when it is there
             widgets.edge_explorer(ds, lag_windows, layers=group, edge_ds=edge_all,
                                   phases_ds=analysis.phases(edge_all, threshold=threshold), run=run, window=first)
@@ -640,12 +659,16 @@ def nb05() -> list:
     cells = frame(
         "05 Grokking early warning",
         f"""
-        Did a run grok, and how early could we have known? Following the grokking companion of {S} (docs/methods.md#early-warning):
-        the grok step is the first step where validation accuracy reaches `threshold_acc`. Two detectors watch the
-        spectrum of rolling windows of attention-weight updates: *slope* fires when log(s2/s3) starts rising faster
-        than it ever did early in the run, *g23* when s2^2 - s3^2, after building up well above its early level,
-        falls by half from its running maximum. A detector's lead is grok step - fire step; Xu reports 600-1700 steps
-        on modular arithmetic, Dyck and SCAN, and a run without weight decay, which never groks, must not fire.
+        Did a run grok, and how early could we have known? The grok step is the first step where validation
+        accuracy reaches `threshold_acc` (docs/methods.md#early-warning). Each detector watches one signal from the memorization step on
+        (training accuracy >= 0.99) and fires once its rule has held for `persist` consecutive checkpoints:
+        *wnorm* when the total weight norm has fallen 7% below its peak, *erank* when the mean effective rank of the
+        attention and MLP matrices has fallen, *val_loss* when validation loss has fallen well below its peak, and
+        the spectral detectors of the grokking companion of {S}: *slope* (log(s2/s3) of the update windows rises
+        fast) and *g23* (s2^2 - s3^2 builds up, then collapses). *wnorm* is the default: on the held-out half of
+        the grokking suite (docs/suite.md) it was the best of these; its measured hit rate, false alarms and lead are
+        there. A detector can fire before the grok (a warning), after it (too late to be of use), not at all (a
+        miss), or on a run that never grokked (a false alarm); every outcome is spelled out below.
         {DEMO}
         """,
         """
@@ -653,24 +676,27 @@ def nb05() -> list:
 
         STORE_PARAM
         threshold_acc: float = 0.9  # validation accuracy that defines the grok step
-        window: int = 10  # window size W of the update Gram, in checkpoints
-        layers: str = "attn"  # parameter group the detectors watch: a kind or kind prefix ("attn"), a parameter name, or "all"
-        detectors: list[str] = ["slope", "g23"]  # detectors to run: "slope" and/or "g23"
+        window: int = 10  # window size W of the update Gram of slope and g23, in checkpoints
+        params: str = "attn"  # parameter group slope and g23 watch: a kind or kind prefix ("attn"), a parameter name, or "all"
+        detectors: list[str] = ["wnorm", "g23", "slope"]  # any of wnorm, erank, val_loss, wnorm_erank, slope, g23
         persist: int = 3  # consecutive checkpoints a detector's rule must hold before it fires
         """,
         extra_setup=MD_TABLE,
     )
     cells += [
         code("""
+            from sedviz.analysis.warning import describe
+
             ew = analysis.early_warning(ds, threshold_acc=threshold_acc, window=window, detector=detectors,
-                                        layers=None if layers == "all" else layers, persist=persist)
-            ew[["grok_step", "fire_step", "lead"]]
+                                        params=None if params == "all" else params, persist=persist)
+            ew[["grok_step", "fire_step", "lead", "status"]]
         """),
         md("""
-            ## Grok step, fire step and lead
+            ## Grok step, fire step, lead and outcome
 
-            One row per run and detector. In the demo, `grok_wd1` groks and a detector fires before it (a positive
-            lead; not every detector has to fire); `grok_wd0` never groks and no detector may fire there.
+            One row per run and detector. The outcome is `fired_before_grok` (a warning, lead > 0),
+            `fired_after_grok` (a late warning, of no use), `not_fired` (the run grokked, the detector missed it),
+            `fired_no_grok` (a false alarm) or `silent_no_grok` (the run never grokked and the detector stayed silent).
         """),
         code("""
             rows = []
@@ -680,38 +706,32 @@ def nb05() -> list:
                     rows.append({"run / detector": f"{r} / {d}", "grok step": float(ew["grok_step"].sel(run=r)),
                                  "fire step": float(ew["fire_step"].sel(run=r, detector=d)),
                                  "lead (steps)": float(ew["lead"].sel(run=r, detector=d)),
-                                 "fired": "yes" if fired else "no"})
+                                 "fired": "yes" if fired else "no", "outcome": str(ew["status"].sel(run=r, detector=d).values)})
             warning_table = pd.DataFrame(rows).set_index("run / detector")
             md_table(warning_table)
         """),
         md("""
-            A detector that fires in a run that never groks is a false alarm; in the demo the control run must stay
-            silent:
+            In words, per run and detector. A warning after the grok is reported as late, not as a success; a
+            detector that fires on a run that never grokked is a false alarm:
         """),
         code("""
             for r in ew.run.values.tolist():
-                grokked = bool(np.isfinite(ew["grok_step"].sel(run=r)))
-                fired = [d for d in ew.detector.values.tolist() if bool(ew["fired"].sel(run=r, detector=d))]
-                if grokked:
-                    verdict = f"grokked at step {float(ew['grok_step'].sel(run=r)):.0f}; fired: {fired or 'none'}"
-                else:
-                    verdict = "never grokked; " + ("no detector fired (correct)" if not fired else f"FALSE ALARM from {fired}")
-                print(f"{r}: {verdict}")
+                for d in ew.detector.values.tolist():
+                    print(describe(ew, r, d))
         """),
         md("""
             ## The signals
 
             One panel per detector: the signal of every run, its fire step dashed and its grok step solid in the run's
-            colour, the rule's reference level dotted; the last panel is validation accuracy with the grok steps.
-            Look for the signal of the grokking run turning well before its accuracy jumps, and the control's signal
-            staying flat or decaying.
+            colour, the rule's threshold dotted; the last panel is validation accuracy with the grok steps. For
+            wnorm and erank the signal is the fractional drop below the running maximum since memorization.
         """),
         code("show(plots.plot_warning(ew, ds if \"val_acc\" in ds else None))"),
         md("""
             ## s2 / s3 of the update windows
 
-            The ratio both detectors are built on, per run. Windows holding an Adam loss spike are excluded from the
-            rules (`ew.usable`); their ratio reflects the spike.
+            The ratio slope and g23 are built on, per run. Windows holding an Adam loss spike are excluded from
+            their rules (`ew.usable`); their ratio reflects the spike.
         """),
         code('show(plots.plot_compare(ew, "s2_s3"))'),
     ]
@@ -745,7 +765,7 @@ def nb06() -> list:
     )
     cells += [
         code("""
-            drift = analysis.drift(ds, layers=None if layers == "all" else layers, window=window or None)
+            drift = analysis.drift(ds, params=None if layers == "all" else layers, window=window or None)
             drift
         """),
         md("""
@@ -756,7 +776,7 @@ def nb06() -> list:
             control drifts almost straight, while the grokking run turns as it generalizes: a smaller share.
         """),
         code("""
-            share = pd.DataFrame({"PC1 share": drift["pc1_share"].to_series(), "rows": drift["n_rows"].to_series(),
+            share = pd.DataFrame({"PC1 share": drift["drift_pc1_share"].to_series(), "rows": drift["n_rows"].to_series(),
                                   "Gram from": drift["drift_source"].to_series()})
             md_table(share)
         """),

@@ -23,7 +23,9 @@ _LAZY = {
     "compute": ("sedviz.pipeline", "compute"),
     "load_demo": ("sedviz.data", "load_demo"),
     "demo_checkpoints": ("sedviz.data", "demo_checkpoints"),
-    **{m: (f"sedviz.{m}", None) for m in ("analysis", "plots", "widgets", "report", "demo", "io", "layers")},
+    "Recorder": ("sedviz.recorder", "Recorder"),
+    **{m: (f"sedviz.{m}", None) for m in ("analysis", "plots", "widgets", "report", "demo", "io", "layers",
+                                          "integrations")},
 }
 
 
@@ -96,5 +98,5 @@ elif not any(isinstance(f, _AccessorAfterXarray) for f in sys.meta_path):
     sys.meta_path.insert(0, _AccessorAfterXarray())
 
 
-__all__ = ["__version__", "compute", "open", "load_demo", "demo_checkpoints", "SedvizError",
+__all__ = ["__version__", "compute", "open", "load_demo", "demo_checkpoints", "Recorder", "SedvizError",
            "CheckpointError", "StoreError"]

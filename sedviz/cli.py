@@ -1,4 +1,4 @@
-"""`sedviz compute | info | demo | report | lab` — the command line over the public API.
+"""`sedviz compute | info | demo | suite | report | lab` — the command line over the public API.
 
 Parsing imports nothing heavy: torch, xarray and the notebook stack load inside the command that
 needs them, so ``sedviz --help`` answers at once (benchmarks/startup.py measures it)."""
@@ -96,6 +96,16 @@ def _demo(args) -> int:
 
     out = Path(args.out)
     t0 = time.perf_counter()
+    if args.live:  # record while training: no checkpoints are written
+        if args.ship:
+            raise SedvizError("sedviz demo --live --ship: the shipped demo data comes from checkpoints; drop --live")
+        from . import open as open_store_ds
+
+        store = Path(args.store) if args.store else out / "demo.zarr"
+        demo.record_demo(store, progress=not args.quiet)
+        print(summary(open_store_ds(store)))
+        print(f"\ntrained and recorded {len(demo.RUNS)} runs live in {time.perf_counter() - t0:.0f} s -> {store}")
+        return 0
     runs = demo.train_demo(out, progress=not args.quiet)
     t1 = time.perf_counter()
     store = Path(args.store) if args.store else out / "demo.zarr"
@@ -107,6 +117,21 @@ def _demo(args) -> int:
         from .data import ship_demo
 
         ship_demo(ds, runs)
+    return 0
+
+
+def _suite(args) -> int:
+    from . import suite
+    from .summary import summary
+
+    t0 = time.perf_counter()
+    res = suite.build_suite(args.out, only=args.only, jobs=args.jobs, store=args.store, progress=not args.quiet,
+                            data_out=suite.SUITE_DATA if args.ship else None)
+    print(summary(res["dataset"]))
+    cpu = res["cpu_s"]
+    trained = {k: v for k, v in cpu.items() if k != "compute"}
+    print(f"\ntrained {len(trained)} runs ({sum(trained.values()):.0f} s CPU), computed {len(res['runs'])} runs "
+          f"({cpu['compute']:.0f} s CPU) in {time.perf_counter() - t0:.0f} s -> {res['store']}")
     return 0
 
 
@@ -194,8 +219,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("out", nargs="?", default="runs/demo", help="folder for the runs (default runs/demo)")
     d.add_argument("--store", help="store path (default OUT/demo.zarr)")
     d.add_argument("--ship", action="store_true", help="also refresh the demo data shipped in the package (developers)")
+    d.add_argument("--live", action="store_true", help="record the spectra while training (sedviz.Recorder), keep no checkpoints")
     d.add_argument("-q", "--quiet", action="store_true")
     d.set_defaults(func=_demo)
+
+    s = sub.add_parser("suite", parents=[threads], help="train the grokking suite (grokking/control pairs, CPU) and compute it into a store")
+    s.add_argument("--out", default="runs/suite", help="folder for the runs (default runs/suite); trained runs are reused")
+    s.add_argument("--only", nargs="+", metavar="NAME", help="pair or run names to build (default: every pair)")
+    s.add_argument("--jobs", type=int, default=1, help="training processes (default 1; 2 on an idle 2-core machine)")
+    s.add_argument("--store", help="store path (default OUT/suite.zarr)")
+    s.add_argument("--ship", action="store_true", help="also refresh sedviz/data/suite.json (developers)")
+    s.add_argument("-q", "--quiet", action="store_true")
+    s.set_defaults(func=_suite)
 
     r = sub.add_parser("report", parents=[threads], help="execute the report notebook on a store or run folders; write .ipynb and HTML")
     r.add_argument("source", nargs="+", help="a store, or run folders")

@@ -32,6 +32,12 @@ RECORD_DIMS = {
     "align_score": ("pair",),
     "sketch": ("param", "proj"),
     "delta_dot": ("param", "lag"),
+    # gradient spectra, recorded live only (sedviz.Recorder(grads=True) / record_grads)
+    "grad_sv": ("layer", "rank"),
+    "grad_eff_rank": ("layer",),
+    "grad_stable_rank": ("layer",),
+    "grad_spectral_norm": ("layer",),
+    "grad_fro_norm": ("layer",),
 }
 SPECTRA = ("sv", "eff_rank", "stable_rank", "spectral_norm", "fro_norm")
 

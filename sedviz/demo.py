@@ -50,7 +50,7 @@ from torch import nn
 
 from sedviz._version import __version__
 
-__all__ = ["CONFIG", "RUNS", "make_model", "dataset", "evaluate", "train_run", "train_demo"]
+__all__ = ["CONFIG", "RUNS", "make_model", "dataset", "evaluate", "train_run", "train_demo", "record_demo"]
 
 #: Every hyperparameter of the demo. Both runs use all of it; only ``weight_decay`` differs (RUNS).
 CONFIG: dict = {
@@ -277,26 +277,31 @@ def train_run(out_dir, *, weight_decay: float, config: dict | None = None, progr
     """
     cfg = _cfg(config)
     cfg["weight_decay"] = float(weight_decay)
+    return fit_folder(out_dir, cfg, _build, progress=progress, who="sedviz.demo.train_run")
+
+
+def _build(cfg: dict):
+    """The demo model and its (train, val) splits for ``cfg`` (the builder fit_folder takes)."""
+    return make_model(cfg), dataset("train", cfg), dataset("val", cfg)
+
+
+def fit_folder(out_dir, cfg: dict, build, *, progress: bool = True, who: str = "sedviz.demo") -> Path:
+    """Train ``build(cfg) -> (model, (x_train, y_train), (x_val, y_val))`` into the folder ``out_dir``.
+
+    The training of :func:`train_run`, shared with :mod:`sedviz.suite` (which builds other models
+    and tasks): ``cfg`` must hold steps, every, lr, betas, eps, weight_decay, warmup_steps, seed,
+    threads and flush_denormal; it is written to config.json with the sedviz version.
+    """
     out = Path(out_dir)
     steps, every = int(cfg["steps"]), int(cfg["every"])
     if steps < 1 or every < 1:
-        raise ValueError(f"sedviz.demo.train_run: steps ({steps}) and every ({every}) must be >= 1")
+        raise ValueError(f"{who}: steps ({steps}) and every ({every}) must be >= 1")
     out.mkdir(parents=True, exist_ok=True)
     for old in [*out.glob("step_*.pt"), out / "metrics.csv", out / "config.json"]:
         old.unlink(missing_ok=True)
 
-    prev_threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, min(int(cfg["threads"]), prev_threads)))
-    # Once the training set is memorized, gradients and Adam's second moments fall below float32's
-    # normal range, and denormal arithmetic made whole runs 4-5x slower on CPU (measured). Flushing
-    # them to zero changed no logged metric in a 3000-step comparison (Adam's eps dominates there).
-    torch.set_flush_denormal(bool(cfg["flush_denormal"]))
-    try:
-        with torch.random.fork_rng(devices=[]):
-            rows = _train(cfg, out, progress)
-    finally:
-        torch.set_flush_denormal(False)  # torch's default
-        torch.set_num_threads(prev_threads)
+    rows = _run_training(cfg, build, out.name, progress,
+                         lambda model, step, row: _save_state(model, out / f"step_{step:06d}.pt"))
 
     with open(out / "metrics.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -317,13 +322,48 @@ def train_demo(out_dir, *, config: dict | None = None, progress: bool = True) ->
     ]
 
 
-def _train(cfg: dict, out: Path, progress: bool) -> list[tuple]:
-    """The training loop of train_run: writes the checkpoints, returns the metrics rows."""
+def _run_training(cfg: dict, build, name: str, progress: bool, save) -> list[tuple]:
+    """Build the model and data with ``build(cfg)`` and run :func:`_train` under the demo's thread
+    and denormal settings and a forked RNG, restored afterwards."""
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(int(cfg["threads"]), prev_threads)))
+    # Once the training set is memorized, gradients and Adam's second moments fall below float32's
+    # normal range, and denormal arithmetic made whole runs 4-5x slower on CPU (measured). Flushing
+    # them to zero changed no logged metric in a 3000-step comparison (Adam's eps dominates there).
+    torch.set_flush_denormal(bool(cfg["flush_denormal"]))
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(cfg["seed"]))  # nothing random is drawn in training; seeded for safety
+            model, train, val = build(cfg)
+            return _train(cfg, model, train, val, name, progress, save)
+    finally:
+        torch.set_flush_denormal(False)  # torch's default
+        torch.set_num_threads(prev_threads)
+
+
+def record_demo(store, *, config: dict | None = None, progress: bool = True, **options) -> Path:
+    """Train both demo runs recording their spectra live into ``store`` (:class:`sedviz.Recorder`,
+    at the checkpoint steps of :func:`train_run`, with the same metrics); no checkpoint is written.
+    ``options`` go to the Recorder (e.g. ``sva_k``). Returns the store's path."""
+    from .recorder import Recorder
+
+    for name, spec in RUNS.items():
+        cfg = _cfg(config)
+        cfg["weight_decay"] = float(spec["weight_decay"])
+        # n_heads as compute() reads it from the config.json that train_run writes
+        with Recorder(store, run=name, every=int(cfg["every"]), **{"n_heads": int(cfg["n_heads"]), **options}) as rec:
+            def save(model, step, row, rec=rec):
+                rec.record(model, step, metrics=dict(zip(_METRICS[1:], row[1:])), force=True)
+
+            _run_training(cfg, _build, name, progress, save)
+    return Path(store)
+
+
+def _train(cfg: dict, model: nn.Module, train, val, name: str, progress: bool, save) -> list[tuple]:
+    """The training loop: ``save(model, step, row)`` at every checkpoint step (step 0, every
+    ``every`` steps, the last step); returns the metrics rows."""
     steps, every = int(cfg["steps"]), int(cfg["every"])
-    torch.manual_seed(int(cfg["seed"]))  # nothing random is drawn below; seeded for safety
-    model = make_model(cfg)
-    x_train, y_train = dataset("train", cfg)
-    x_val, y_val = dataset("val", cfg)
+    (x_train, y_train), (x_val, y_val) = train, val
     opt = torch.optim.AdamW(
         model.parameters(), lr=cfg["lr"], betas=cfg["betas"], eps=cfg["eps"], weight_decay=cfg["weight_decay"]
     )
@@ -331,7 +371,7 @@ def _train(cfg: dict, out: Path, progress: bool) -> list[tuple]:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
 
     rows = []
-    bar = _progress(steps, out.name, progress)
+    bar = _progress(steps, name, progress)
     for step in range(steps + 1):
         model.train()
         logits = model(x_train)
@@ -342,7 +382,7 @@ def _train(cfg: dict, out: Path, progress: bool) -> list[tuple]:
             with torch.no_grad():
                 val_loss, val_acc = _loss_acc(model(x_val), y_val)
             rows.append((step, float(loss.detach()), train_acc, val_loss, val_acc))
-            _save_state(model, out / f"step_{step:06d}.pt")
+            save(model, step, rows[-1])
             bar.update(step, rows[-1])
             model.train()
         if step == steps:

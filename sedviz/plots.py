@@ -578,9 +578,12 @@ def plot_lag_flip(lag_ds: xr.Dataset, run, *, window=None) -> hv.Overlay:
     """Cross-correlation of the edge with the validation loss against lag (docs/methods.md#lag-flip, [S]).
 
     ``lag_ds`` holds ``xcorr`` (run, window, lag) and optionally ``peak_lag``, ``peak_r`` (run,
-    window). One curve per window size (label ``window <W>``, coloured by W), the peaks marked
-    (hv.Scatter, label ``peak``). With ``window`` that window's curve is drawn again on top,
-    thick (label ``selected``), and the others fade. Positive lag: the edge leads the loss.
+    window), ``null_band`` (run, window, lag) and ``flip_text`` (run). One curve per window size
+    (label ``window <W>``, coloured by W), the peaks marked (hv.Scatter, label ``peak``). The
+    surrogate band +-``null_band`` (hv.Spread, label ``null <W>``, group ``Null``) shades where
+    |r| stays under the null: of the selected window, or of every window when none is selected.
+    With ``window`` that window's curve is drawn again on top, thick (label ``selected``), and the
+    others fade. The title ends with the run's flip verdict. Positive lag: the edge leads the loss.
     """
     f = "plot_lag_flip"
     _require(lag_ds, ["xcorr"], f, "lag_ds")
@@ -594,6 +597,14 @@ def plot_lag_flip(lag_ds: xr.Dataset, run, *, window=None) -> hv.Overlay:
         _opts(hv.HLine(0.0, kdims=["lag", "xcorr"]), color="#999999", line_width=1),
         _opts(hv.VLine(0.0, kdims=["lag", "xcorr"]), color="#999999", line_width=1),
     ]
+    if "null_band" in lag_ds.data_vars:
+        for w in [window] if window is not None else windows:
+            band = lag_ds["null_band"].sel(run=run, window=w)
+            if np.isfinite(band.values).any():
+                zero = np.zeros(band.sizes["lag"])
+                elements.append(_opts(hv.Spread((band["lag"].values, zero, band.values), "lag", ["xcorr", "null_band"],
+                                                label=f"null {w}", group="Null"),
+                                      color=colors[w], alpha=0.12 if window is None else 0.2, line_alpha=0))
     for w in windows:
         y = xc.sel(window=w)
         elements.append(_opts(hv.Curve((y["lag"].values, y.values), "lag", "xcorr", label=f"window {w}"),
@@ -606,6 +617,8 @@ def plot_lag_flip(lag_ds: xr.Dataset, run, *, window=None) -> hv.Overlay:
         elements.append(_opts(hv.Scatter(pts, kdims=["lag"], vdims=["xcorr", "window"], label="peak"),
                               color="black", marker="diamond", size=12, tools=["hover"]))
         title += " (peak_lag " + ", ".join(f"W={w}: {_fmt(float(v))}" for w, v in zip(windows, pts[0])) + ")"
+    if "flip" in lag_ds.data_vars:
+        title += f": {lag_ds['flip'].sel(run=run).item()}"
     if window is not None:
         y = xc.sel(window=window)
         elements.append(_opts(hv.Curve((y["lag"].values, y.values), "lag", "xcorr", label="selected"),

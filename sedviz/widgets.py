@@ -432,7 +432,7 @@ def edge_explorer(ds: xr.Dataset, windows: Sequence[int] = DEFAULT_WINDOWS, *, l
     """The spectral edge series with its phases and val_loss on a twin axis (:func:`sedviz.plots.plot_edge`).
 
     The edge series of every window size is computed once, on creation, with
-    ``sedviz.analysis.edge(ds, windows=windows, layers=layers)`` and its phases with
+    ``sedviz.analysis.edge(ds, windows=windows, params=layers)`` and its phases with
     ``sedviz.analysis.phases(edge_ds)`` (imported when needed), unless ``edge_ds`` /
     ``phases_ds`` are given; they are kept as ``.edge_ds`` and ``.phases_ds``. Without phases
     the series is drawn unshaded.
@@ -442,7 +442,7 @@ def edge_explorer(ds: xr.Dataset, windows: Sequence[int] = DEFAULT_WINDOWS, *, l
     """
     f = "edge_explorer"
     if edge_ds is None:
-        edge_ds = _analysis("edge", f, "edge_ds")(ds, windows=tuple(windows), layers=layers)
+        edge_ds = _analysis("edge", f, "edge_ds")(ds, windows=tuple(windows), params=layers)
     plots._require(edge_ds, ["edge"], f, "edge_ds")
     if phases_ds is None:
         try:
@@ -468,14 +468,14 @@ def lag_flip_explorer(ds: xr.Dataset, windows: Sequence[int] = DEFAULT_WINDOWS, 
     """Cross-correlation of the edge with val_loss against lag, per window size (:func:`sedviz.plots.plot_lag_flip`).
 
     ``lag_ds`` (xcorr, peak_lag, peak_r) is computed once, on creation, with
-    ``sedviz.analysis.lag_flip(ds, windows=windows, layers=layers, target=target)`` unless given,
+    ``sedviz.analysis.lag_flip(ds, windows=windows, params=layers, target=target)`` unless given,
     and kept as ``.lag_ds``. Controls: ``run`` (Dropdown), ``window`` (SelectionSlider): the
     chosen window's curve is drawn thick on top. ``source``: that curve's data, columns ``lag``
     and ``xcorr``.
     """
     f = "lag_flip_explorer"
     if lag_ds is None:
-        lag_ds = _analysis("lag_flip", f, "lag_ds")(ds, windows=tuple(windows), layers=layers, target=target)
+        lag_ds = _analysis("lag_flip", f, "lag_ds")(ds, windows=tuple(windows), params=layers, target=target)
     plots._require(lag_ds, ["xcorr"], f, "lag_ds")
     controls = {
         "run": _dropdown(lag_ds, "run", run, f),

@@ -30,7 +30,7 @@ def test_known_backbone_share():
     ds = make_dataset({"r": _ckpts(theta, shapes)}, max_lag=n - 1)
     out = drift(ds)
     assert out["drift_source"].item() == "delta_dot"
-    assert out["pc1_share"].item() == pytest.approx(np.cos(phi) ** 2, rel=1e-9)
+    assert out["drift_pc1_share"].item() == pytest.approx(np.cos(phi) ** 2, rel=1e-9)
     a = out["backbone_coef"].sel(run="r").values
     assert np.isnan(a[0])  # the first checkpoint has no drift row
     np.testing.assert_allclose(a[1:], t * np.cos(phi), rtol=1e-9)
@@ -75,7 +75,7 @@ def test_drift_matches_numpy_random_trajectory():
     ds = make_dataset({"r": _ckpts(theta, shapes)}, {"r": steps}, max_lag=n - 1)
     out = drift(ds, window=4)
     ref = _np_drift(theta, window=4)
-    assert out["pc1_share"].item() == pytest.approx(ref["pc1_share"], rel=1e-9)
+    assert out["drift_pc1_share"].item() == pytest.approx(ref["pc1_share"], rel=1e-9)
     sel = out.sel(run="r", step=steps[1:])
     np.testing.assert_allclose(sel["backbone_coef"].values, ref["a"], rtol=1e-8)
     np.testing.assert_allclose(sel["residual"].values, ref["residual"], rtol=1e-6)
@@ -96,12 +96,12 @@ def test_drift_sketch_and_group_and_errors():
     full = make_dataset({"r": ck}, max_lag=13, sketch_dim=400, kinds={"attn.w": "attn_qkv", "mlp.w": "mlp_in"}, seed=0)
     ex = drift(full)
     assert ex["drift_source"].item() == "delta_dot"
-    assert sk["pc1_share"].item() == pytest.approx(ex["pc1_share"].item(), rel=0.1)
+    assert sk["drift_pc1_share"].item() == pytest.approx(ex["drift_pc1_share"].item(), rel=0.1)
     # a parameter group: numpy on the attention block only
     theta = np.array([c["attn.w"].ravel() for c in ck])
     ref = _np_drift(theta)
-    g = drift(full, layers="attn")
-    assert g["pc1_share"].item() == pytest.approx(ref["pc1_share"], rel=1e-9)
+    g = drift(full, params="attn")
+    assert g["drift_pc1_share"].item() == pytest.approx(ref["pc1_share"], rel=1e-9)
     np.testing.assert_allclose(g["backbone_coef"].values[0, 1:], ref["a"], rtol=1e-8)
     with pytest.raises(SedvizError, match="window"):
         drift(full, window=1)

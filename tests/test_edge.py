@@ -146,7 +146,7 @@ def test_exact_windows_match_numpy_svd(two_runs):
                 np.testing.assert_allclose(out["gap_ratio"].sel(run=run, window=W, step=st[j + 1]).values[: W - 1], r, rtol=1e-6)
                 assert out["k_star"].sel(run=run, window=W, step=st[j + 1]).item() == 1 + np.argmax(r)
                 lam = s**2
-                assert out["pc1_share"].sel(run=run, window=W, step=st[j + 1]).item() == pytest.approx(lam[0] / lam.sum(), rel=1e-6)
+                assert out["update_pc1_share"].sel(run=run, window=W, step=st[j + 1]).item() == pytest.approx(lam[0] / lam.sum(), rel=1e-6)
                 k95 = 1 + np.argmax(np.cumsum(lam) / lam.sum() >= 0.95)
                 assert out["k95"].sel(run=run, window=W, step=st[j + 1]).item() == k95
                 speed = np.linalg.norm(U[j - W + 1 : j + 1].sum(axis=0)) / W
@@ -163,15 +163,15 @@ def test_layer_group_is_sum_over_params(two_runs):
     ds, raw = two_runs
     ck, st = raw["a"]
     names = ["blocks.0.attn.qkv.weight"]
-    out = edge(ds, windows=5, layers="attn", exact=True)
+    out = edge(ds, windows=5, params="attn", exact=True)
     U = stacked_updates(ck, names)
     s = np.linalg.svd(U[3:8], compute_uv=False)
     np.testing.assert_allclose(out["edge_sv"].sel(run="a", window=5, step=st[8]).values, s, rtol=1e-6)
-    out2 = edge(ds, windows=5, layers=["mlp", "bias"], exact=True)
+    out2 = edge(ds, windows=5, params=["mlp", "bias"], exact=True)
     U2 = stacked_updates(ck, ["blocks.0.mlp.fc1.bias", "blocks.0.mlp.fc1.weight"])
     np.testing.assert_allclose(out2["edge_sv"].sel(run="a", window=5, step=st[8]).values,
                                np.linalg.svd(U2[3:8], compute_uv=False), rtol=1e-6)
-    out3 = edge(ds, windows=5, layers=lambda n: n.endswith("qkv.weight"), exact=True)
+    out3 = edge(ds, windows=5, params=lambda n: n.endswith("qkv.weight"), exact=True)
     np.testing.assert_allclose(out3["edge_sv"].values, out["edge_sv"].values, rtol=1e-12, equal_nan=True)
 
 
@@ -221,6 +221,50 @@ def test_sketch_agrees_with_exact():
         np.testing.assert_allclose(ex["sketch_error"].values, sk["sketch_error"].values, rtol=1e-12, equal_nan=True)
 
 
+def _np_jackknife_rel_se(sketch_ckpts, W, groups):
+    """Grouped jackknife of the gap ratios, from the sketches of the checkpoints (n+1, P, d), by loops."""
+    D = np.diff(sketch_ckpts, axis=0)  # sketch of each update
+    blocks = np.array_split(np.arange(D.shape[2]), groups)
+    out = []
+    for j in range(W - 1, D.shape[0]):
+        X = D[j - W + 1 : j + 1].reshape(W, -1)
+        s = np.linalg.svd(X, compute_uv=False)
+        r = s[:-1] / s[1:]
+        rj = []
+        for idx in blocks:
+            keep = np.setdiff1d(np.arange(D.shape[2]), idx)
+            sj = np.linalg.svd(D[j - W + 1 : j + 1][:, :, keep].reshape(W, -1), compute_uv=False)
+            rj.append(sj[:-1] / sj[1:])
+        rj = np.array(rj)
+        out.append(np.sqrt((groups - 1) / groups * ((rj - rj.mean(0)) ** 2).sum(0)) / r)
+    return np.array(out)
+
+
+def test_sketch_error_estimate_is_the_grouped_jackknife_and_tracks_the_error():
+    W = 6
+    rng = np.random.default_rng(7)
+    shapes = {"a.weight": (20, 15), "b.weight": (15, 15)}
+    basis = np.linalg.qr(rng.normal(size=(525, 2)))[0].T
+    n = 40
+    coef = np.column_stack([3 + rng.normal(size=n - 1), rng.normal(size=n - 1)])
+    ck, _ = random_walk(n, shapes, basis=basis, coef=coef, noise=0.05, seed=2)
+    ds = make_dataset({"r": ck}, max_lag=W - 1, sketch_dim=60, seed=5)
+    sk = edge(ds, windows=W, exact=False, jackknife_groups=6)
+    got = sk["gap_ratio_rel_se"].sel(run="r", window=W).values
+    ref = _np_jackknife_rel_se(ds["sketch"].sel(run="r").transpose("step", "param", "proj").values, W, 6)
+    np.testing.assert_allclose(got[W:, : W - 1], ref, rtol=1e-6)
+    k = int(sk["k_star_mode"].sel(run="r", window=W))
+    np.testing.assert_allclose(sk["edge_rel_se"].sel(run="r", window=W).values[W:], ref[:, k - 1], rtol=1e-6)
+    # the estimate is of the size of the measured error: 2 standard errors cover most windows
+    err = sk["sketch_gap_error"].sel(run="r", window=W).values[W:, : W - 1]
+    assert np.isfinite(err).all() and (err <= 2 * got[W:, : W - 1]).mean() > 0.8
+    # exact windows carry no estimate; jackknife_groups=0 skips it
+    assert "gap_ratio_rel_se" not in edge(ds, windows=W, exact=True)
+    assert "gap_ratio_rel_se" not in edge(ds, windows=W, exact=False, jackknife_groups=0)
+    with pytest.raises(SedvizError, match="jackknife_groups"):
+        edge(ds, windows=W, exact=False, jackknife_groups=1)
+
+
 def test_sketch_gram_is_exact_for_identity_map():
     # a map that is an isometry on the span makes the sketch path exact: checks differences/concat
     ck, U = random_walk(9, {"x": (3,), "y": (2,)}, seed=8)
@@ -248,8 +292,8 @@ def test_auto_source_falls_back_to_sketch_and_errors():
         edge(ds, windows=(5, 8), exact=True)
     with pytest.raises(SedvizError, match="windows"):
         edge(ds, windows=1)
-    with pytest.raises(SedvizError, match="layers"):
-        edge(ds, layers="nope")
+    with pytest.raises(SedvizError, match="params"):
+        edge(ds, params="nope")
     with pytest.raises(SedvizError, match="exact"):
         edge(ds, exact="yes")
     with pytest.raises(SedvizError, match="xarray.Dataset"):
@@ -322,3 +366,22 @@ def test_phases_on_edge_dataset(two_runs):
             assert ph["peak_step"].sel(run=run, window=W).item() == series.step.values[int(np.argmax(series.values))]
     with pytest.raises(SedvizError, match="plateau_frac"):
         phases(out, plateau_frac=1.5)
+
+
+def test_layers_keyword_is_deprecated_for_params(two_runs):
+    """params= selects the group; the old layers= gives the same numbers with a DeprecationWarning."""
+    from sedviz.analysis import drift, lag_flip
+
+    ds, _ = two_runs
+    new = edge(ds, windows=5, params="attn", exact=True)
+    assert new["edge_sv"].dims == ("run", "window", "step", "edge_k") and int(new["edge_k"][0]) == 1
+    with pytest.warns(DeprecationWarning, match="params="):
+        old = edge(ds, windows=5, layers="attn", exact=True)
+    np.testing.assert_array_equal(old["edge_sv"].values, new["edge_sv"].values)
+    with pytest.warns(DeprecationWarning, match="params="), pytest.raises(SedvizError, match="lag 14"):
+        drift(ds, layers="attn")  # warns first; this Dataset's delta_dot is too short for drift
+    loss = np.random.default_rng(0).normal(size=(ds.sizes["run"], ds.sizes["step"]))
+    with pytest.warns(DeprecationWarning, match="params="):
+        lag_flip(ds.assign(val_loss=(("run", "step"), loss)), windows=5, layers="attn", n_surrogates=0)
+    with pytest.raises(SedvizError, match="once"):
+        edge(ds, windows=5, params="attn", layers="attn")

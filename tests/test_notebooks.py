@@ -52,7 +52,7 @@ PARAMETERS = {
     "03_pruning_and_connectivity.ipynb": ["store", "model_factory", "evaluate", "fractions", "density", "run_a",
                                           "run_b", "n_alphas", "etas", "seed"],
     "04_spectral_edge_and_lag_flip.ipynb": ["store", "run", "windows", "lag_windows", "layers", "threshold"],
-    "05_early_warning.ipynb": ["store", "threshold_acc", "window", "layers", "detectors", "persist"],
+    "05_early_warning.ipynb": ["store", "threshold_acc", "window", "params", "detectors", "persist"],
     "06_drift.ipynb": ["store", "layers", "window"],
 }
 
@@ -67,7 +67,7 @@ CUSTOM = {
                                           "n_alphas": 5, "etas": [0.1], "seed": 3},
     "04_spectral_edge_and_lag_flip.ipynb": {"run": "grok_wd0", "windows": [5, 10], "lag_windows": [5, 10],
                                             "layers": "attn", "threshold": 1.5},
-    "05_early_warning.ipynb": {"threshold_acc": 0.95, "window": 8, "layers": "attn", "detectors": ["slope"], "persist": 2},
+    "05_early_warning.ipynb": {"threshold_acc": 0.95, "window": 8, "params": "attn", "detectors": ["slope"], "persist": 2},
     "06_drift.ipynb": {"layers": "attn", "window": 0},
 }
 VARIANTS = ("default", "custom")
@@ -343,7 +343,7 @@ def check_03(nb, ds, p, variant):
 def check_04(nb, ds, p, variant):
     m = re.search(r"Gram source per window: (\{.*\})", _stdout(nb))
     assert m and sorted(ast.literal_eval(m.group(1))) == sorted(p["windows"])
-    e = analysis.edge(ds, windows=p["windows"], layers=None if p["layers"] == "all" else p["layers"])
+    e = analysis.edge(ds, windows=p["windows"], params=None if p["layers"] == "all" else p["layers"])
     assert ast.literal_eval(m.group(1)) == dict(zip(e.window.values.tolist(), e["edge_source"].values.tolist()))
     assert _figures(nb) == 4  # edge per window, edge per run, k*, lag flip
     explorers = _explorers(nb)
@@ -351,8 +351,10 @@ def check_04(nb, ds, p, variant):
 
 
 def check_05(nb, ds, p, variant):
+    from sedviz.analysis.warning import describe
+
     ew = analysis.early_warning(ds, threshold_acc=p["threshold_acc"], window=p["window"], detector=p["detectors"],
-                                layers=None if p["layers"] == "all" else p["layers"], persist=p["persist"])
+                                params=None if p["params"] == "all" else p["params"], persist=p["persist"])
     rows = _markdown_table(nb, "run / detector")
     assert len(rows) == ew.sizes["run"] * len(p["detectors"])
     for row in rows:
@@ -361,21 +363,26 @@ def check_05(nb, ds, p, variant):
         assert _num(row["fire step"]) == pytest.approx(float(ew["fire_step"].sel(run=run, detector=det)), nan_ok=True)
         assert _num(row["lead (steps)"]) == pytest.approx(float(ew["lead"].sel(run=run, detector=det)), nan_ok=True)
         assert row["fired"] == ("yes" if bool(ew["fired"].sel(run=run, detector=det)) else "no")
+        assert row["outcome"] == str(ew["status"].sel(run=run, detector=det).values)
     text = _stdout(nb)
-    assert "FALSE ALARM" not in text
+    for run in ew.run.values.tolist():  # every outcome in words
+        for det in p["detectors"]:
+            assert describe(ew, run, det) in text
     if STORE == "demo":
         # the weight-decay-0 control never groks and no detector may fire on it
-        assert "grok_wd0: never grokked; no detector fired (correct)" in text
+        assert "false alarm" not in text
+        for det in p["detectors"]:
+            assert f"grok_wd0: {det} did not fire, and the run never grokked (correctly silent)." in text
         assert all(r["fired"] == "no" for r in rows if r["run / detector"].startswith("grok_wd0 "))
     assert _figures(nb) == 2
 
 
 def check_06(nb, ds, p, variant):
-    dr = analysis.drift(ds, layers=None if p["layers"] == "all" else p["layers"], window=p["window"] or None)
+    dr = analysis.drift(ds, params=None if p["layers"] == "all" else p["layers"], window=p["window"] or None)
     rows = {r["run"]: r for r in _markdown_table(nb, "run")}
     assert sorted(rows) == sorted(dr.run.values.tolist())
     for run, row in rows.items():
-        assert float(row["PC1 share"]) == pytest.approx(float(dr["pc1_share"].sel(run=run)), rel=5e-3)
+        assert float(row["PC1 share"]) == pytest.approx(float(dr["drift_pc1_share"].sel(run=run)), rel=5e-3)
         assert int(row["rows"]) == int(dr["n_rows"].sel(run=run))
     assert _figures(nb) == (3 if p["window"] else 2)
     assert ("rolling PC1 skipped" in _stdout(nb)) == (not p["window"])

@@ -46,7 +46,9 @@ def fake_lag(ds, windows=(5, 10, 20), seed=2):
     return xr.Dataset(
         {"xcorr": (("run", "window", "lag"), xc),
          "peak_lag": (("run", "window"), lags[xc.argmin(-1)].astype(float)),
-         "peak_r": (("run", "window"), xc.min(-1))},
+         "peak_r": (("run", "window"), xc.min(-1)),
+         "null_band": (("run", "window", "lag"), rng.uniform(0.2, 0.4, xc.shape)),
+         "flip": ("run", ["flip", "no flip: not significant"][: ds.sizes["run"]])},
         coords={"run": ds.run.values, "window": list(windows), "lag": lags})
 
 
@@ -258,6 +260,13 @@ def test_plot_lag_flip_curves_peaks_and_selected_window(fakes):
     np.testing.assert_array_equal(peaks.dimension_values("lag"), lag.peak_lag.sel(run="b").values)
     np.testing.assert_allclose(peaks.dimension_values("xcorr"), lag.peak_r.sel(run="b").values)
     assert not [e for e in plots.plot_lag_flip(lag, "b") if e.label == "selected"]
+    # the surrogate band: +-null_band around 0 for the selected window, for every window otherwise
+    (band,) = [e for e in ov if e.group == "Null"]
+    assert band.label == "null 10"
+    np.testing.assert_allclose(band.dimension_values("null_band"), lag.null_band.sel(run="b", window=10).values)
+    np.testing.assert_allclose(band.dimension_values("xcorr"), 0.0)
+    assert len([e for e in plots.plot_lag_flip(lag, "b") if e.group == "Null"]) == 3
+    assert plot_opt(ov, "title").endswith(": no flip: not significant")
 
 
 def test_plot_drift(fakes):

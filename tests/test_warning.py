@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import xarray as xr
 
 from sedviz.analysis.warning import early_warning, grok_step, trailing_slope
 from sedviz.errors import SedvizError
@@ -70,7 +71,7 @@ def test_grok_step_and_trailing_slope():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_fires_before_grok_and_not_on_control(seed):
     ds = make_pair(seed, max_lag=9)
-    out = early_warning(ds)
+    out = early_warning(ds, detector=("slope", "g23"))
     # val acc 0.4, 0.8 at the two checkpoints before GROK_CKPT, then >= 0.95
     assert out["grok_step"].sel(run="grok_wd1").item() == EVERY * GROK_CKPT
     assert np.isnan(out["grok_step"].sel(run="grok_wd0").item())
@@ -84,7 +85,7 @@ def test_fires_before_grok_and_not_on_control(seed):
 def test_signals_match_numpy():
     ds = make_pair(3, max_lag=9)
     W = 10
-    out = early_warning(ds, window=W, slope_span=4)
+    out = early_warning(ds, detector=("slope", "g23"), window=W, slope_span=4)
     g, _ = synthetic_run(True, 3)
     names = ["blocks.0.attn.out_proj.weight", "blocks.0.attn.qkv.weight"]  # the "attn" group
     th = np.array([np.concatenate([c[p].ravel() for p in names]) for c in g])
@@ -122,13 +123,19 @@ def test_sketch_path_and_options():
         early_warning(ds.drop_vars("val_acc"))
     with pytest.raises(SedvizError, match="g23_drop"):
         early_warning(ds, g23_drop=1.5)
-    with pytest.raises(SedvizError, match="layers"):
-        early_warning(ds, layers="conv")
+    with pytest.raises(SedvizError, match="fro_norm"):
+        early_warning(ds)  # the default detector reads fro_norm, which these synthetic runs lack
+    with pytest.raises(SedvizError, match="params='conv'"):
+        early_warning(ds, params="conv", detector="g23")
+    # layers= is the deprecated name of params=: same result, with a DeprecationWarning
+    with pytest.warns(DeprecationWarning, match="params="):
+        old = early_warning(ds, layers="attn", detector="slope")
+    xr.testing.assert_identical(old, out)
 
 
 def test_spike_guard_and_arming():
     ds = make_pair(0, max_lag=9, spike_at=40)  # the control has a loss spike at updates 41, 42
-    out = early_warning(ds)
+    out = early_warning(ds, detector=("slope", "g23"))
     steps = ds.step.values
     assert list(steps[out["spike"].sel(run="grok_wd0").values]) == [41 * EVERY, 42 * EVERY]
     assert not out["spike"].sel(run="grok_wd1").values.any()
@@ -137,14 +144,14 @@ def test_spike_guard_and_arming():
     assert not u[41:52].any() and u[40] and u[52]
     assert not out["fired"].sel(run="grok_wd0").values.any()
     # without the guard the spike trips both rules on the control
-    raw = early_warning(ds, spike_factor=None)
+    raw = early_warning(ds, detector=("slope", "g23"), spike_factor=None)
     assert raw["fired"].sel(run="grok_wd0").values.all()
     # arming: train_acc >= 0.99 first at checkpoint 2; the first usable window starts after it
     assert (out["armed_step"].values == 2 * EVERY).all()
     assert not u[:12].any() and u[12]
     never = ds.copy()
     never["train_acc"] = never["train_acc"] * 0.5
-    silent = early_warning(never)
+    silent = early_warning(never, detector=("slope", "g23"))
     assert np.isnan(silent["armed_step"].values).all() and not silent["fired"].values.any()
-    free = early_warning(ds.drop_vars("train_acc"))
-    assert (free["armed_step"].values == EVERY).all()
+    free = early_warning(ds.drop_vars("train_acc"), detector=("slope", "g23"))
+    assert (free["armed_step"].values == 0).all()  # armed from the first checkpoint

@@ -131,8 +131,8 @@ def test_edge_explorer_uses_the_analysis_once_and_follows_the_window(ds, monkeyp
     calls = []
     fake = types.ModuleType("sedviz.analysis")
 
-    def edge(ds_, windows=(10,), layers=None):
-        calls.append(("edge", tuple(windows), layers))
+    def edge(ds_, windows=(10,), params=None):
+        calls.append(("edge", tuple(windows), params))
         return fake_edge(ds_, windows)
 
     def phases(edge_ds):

@@ -1,4 +1,4 @@
-"""Shared helpers for the trajectory analyses (docs/methods.md#spectral-edge, #lag-flip, #early-warning, #drift): choosing a group of parameters,
+"""Shared helpers for the trajectory analyses (docs/methods.md, from #spectral-edge to #drift): choosing a group of parameters,
 per-run Gram matrices of the updates from ``delta_dot`` or ``sketch``, window Grams and spectra.
 
 Everything here works on one run at a time, on the checkpoints that run actually has (runs may
@@ -12,6 +12,7 @@ products add over the parameters of the group); NaN where j - l falls before the
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -128,8 +129,33 @@ def _kind_matches(kind: str, wanted: str) -> bool:
     return kind == wanted or kind.startswith(wanted + "_")
 
 
-def select_params(ds, layers, fn: str, name: str = "layers") -> list[str]:
-    """Names of the parameters of the group chosen by ``layers`` (docs/methods.md#spectral-edge: whole model by default).
+#: Default of the deprecated ``layers=`` keyword of the trajectory analyses: "not given".
+UNSET = object()
+
+
+def params_keyword(params, layers, fn: str, default=None):
+    """The parameter group from ``params=`` or the deprecated ``layers=`` (one release, with a warning).
+
+    Analyses select parameter groups with ``params=``; ``layers=`` once meant the same and is still
+    accepted with a DeprecationWarning. Giving both is an error.
+    """
+    if layers is UNSET:
+        return default if params is UNSET else params
+    if params is not UNSET:
+        raise SedvizError(f"{fn}(params=..., layers=...): give the parameter group once, as params=.")
+    warnings.warn(
+        f"{fn}(layers=...) is deprecated and will be removed in the next release; use params= "
+        f"(the same values: None, a parameter name or kind, a list of them, or a callable).",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return layers
+
+
+def select_params(ds, spec, fn: str, name: str = "layers") -> list[str]:
+    """Names of the parameters of the group chosen by ``spec`` (docs/methods.md#spectral-edge: whole model by default).
+
+    ``name`` is the keyword the caller took ``spec`` from (for the message).
 
     - None: every parameter.
     - a str: a parameter name, else a ``param_kind`` or a kind prefix ("attn" -> attn_qkv,
@@ -139,17 +165,17 @@ def select_params(ds, layers, fn: str, name: str = "layers") -> list[str]:
     """
     names = [str(p) for p in ds["param"].values]
     kinds = [str(k) for k in ds["param_kind"].values] if "param_kind" in ds.coords else None
-    if layers is None:
+    if spec is None:
         return names
-    if callable(layers):
-        chosen = [p for p in names if bool(layers(p))]
+    if callable(spec):
+        chosen = [p for p in names if bool(spec(p))]
         if not chosen:
             raise SedvizError(f"{fn}({name}=<callable>): it selected no parameter; the Dataset has {_some(names)}.")
         return chosen
-    wanted = [layers] if isinstance(layers, str) else list(layers) if isinstance(layers, Iterable) else None
+    wanted = [spec] if isinstance(spec, str) else list(spec) if isinstance(spec, Iterable) else None
     if wanted is None or not all(isinstance(w, str) for w in wanted) or not wanted:
         raise SedvizError(
-            f"{fn}({name}={layers!r}): expected None, a parameter name or kind (e.g. 'attn'), a "
+            f"{fn}({name}={spec!r}): expected None, a parameter name or kind (e.g. 'attn'), a "
             f"list of them, or a callable name -> bool."
         )
     chosen = set()
@@ -189,6 +215,7 @@ class RunUpdates:
     steps: np.ndarray  # (n,) int64: step of the later checkpoint of each update d_1..d_n
     band: np.ndarray | None = None  # (n, L+1) float64 <d_j, d_{j-l}>, NaN before the first update
     diffs: np.ndarray | None = None  # (n, P*d) float64 sketch differences (sketch source only)
+    dim: int = 0  # d, the sketch dimension of each parameter (sketch source only)
 
     @property
     def n(self) -> int:
@@ -198,12 +225,18 @@ class RunUpdates:
         """The band up to ``lag`` (computed from the sketch differences when needed)."""
         if self.diffs is None:
             return self.band[:, : lag + 1]
-        X = self.diffs
-        n = X.shape[0]
-        out = np.full((n, lag + 1), np.nan)
-        for l in range(min(lag, n - 1) + 1):
-            out[l:, l] = np.einsum("ij,ij->i", X[l:], X[: n - l])
-        return out
+        return _band(self.diffs, lag)
+
+    def group_bands(self, lag: int, groups: int) -> list[np.ndarray]:
+        """Bands of the sketch restricted to ``groups`` disjoint groups of its coordinates.
+
+        The d coordinates of every parameter's sketch are split into ``groups`` contiguous
+        blocks (``np.array_split``); group g holds block g of every parameter. The bands of the
+        groups add up to :meth:`band_to`. Used by the grouped jackknife of :func:`sedviz.analysis.edge.edge`.
+        """
+        n = self.diffs.shape[0]
+        X = self.diffs.reshape(n, -1, self.dim)
+        return [_band(X[:, :, idx].reshape(n, -1), lag) for idx in np.array_split(np.arange(self.dim), groups)]
 
     def full_gram(self) -> np.ndarray:
         """The n x n Gram M[i, j] = <d_i, d_j> of all updates (needs every lag, or the sketch)."""
@@ -215,6 +248,15 @@ class RunUpdates:
         i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
         M = self.band[np.maximum(i, j), np.abs(i - j)]
         return M
+
+
+def _band(X: np.ndarray, lag: int) -> np.ndarray:
+    """band[j, l] = <X_j, X_(j-l)> for l = 0..lag, NaN before the first row."""
+    n = X.shape[0]
+    out = np.full((n, lag + 1), np.nan)
+    for l in range(min(lag, n - 1) + 1):
+        out[l:, l] = np.einsum("ij,ij->i", X[l:], X[: n - l])
+    return out
 
 
 def run_updates(ds, run, params: list[str], source: str, lag: int | None = None) -> RunUpdates:
@@ -244,7 +286,7 @@ def run_updates(ds, run, params: list[str], source: str, lag: int | None = None)
     ckpt = v[ok].reshape(int(ok.sum()), -1)
     steps = ds["step"].values[ok].astype(np.int64)
     diffs = np.diff(ckpt, axis=0)  # linear map: sketch(d_j) = sketch_j - sketch_{j-1}
-    return RunUpdates(str(run), source, steps[1:], diffs=diffs)
+    return RunUpdates(str(run), source, steps[1:], diffs=diffs, dim=int(v.shape[2]))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ differences) and x_t = theta_t - theta_0 = sum_{i<=t} d_i:
 - Row-normalized rows xn_t = x_t / ||x_t||, ||x_t|| = sqrt(K[t, t]); Kn = D^-1 K D^-1 is the Gram
   of Xn. With Kn = U Lambda U^T, the SVD of Xn is U S V^T, S = sqrt(Lambda), V = Xn^T U S^-1.
   v_b = V[:, 0] = Xn^T u_1 / s_1; the sign makes <xn_last, v_b> = s_1 u_1[last] > 0.
-- PC1 share = s_1^2 / ||Xn||_F^2 = lambda_1 / trace(Kn) = lambda_1 / n.
+- PC1 share (drift_pc1_share) = s_1^2 / ||Xn||_F^2 = lambda_1 / trace(Kn) = lambda_1 / n.
 - a(t) = <x_t, v_b> = ||x_t|| (Kn u_1)[t] / s_1 = ||x_t|| s_1 u_1[t].
 - residual(t) = ||x_t - a(t) v_b|| = sqrt(||x_t||^2 - a(t)^2) (v_b is a unit vector).
 - backbone share = a(t)^2 / ||x_t||^2 = lambda_1 u_1[t]^2.
@@ -41,7 +41,7 @@ def _top(K: np.ndarray) -> tuple[float, np.ndarray]:
 def drift_from_gram(M: np.ndarray, window: int | None = None) -> dict[str, np.ndarray | float]:
     """Drift PCA of one run from its update Gram ``M`` (n x n, M[i, j] = <d_i, d_j>).
 
-    Returns a dict of numpy arrays over the n updates (NaN where ||x_t|| = 0): ``pc1_share``
+    Returns a dict of numpy arrays over the n updates (NaN where ||x_t|| = 0): ``drift_pc1_share``
     (scalar), ``backbone_coef``, ``residual``, ``backbone_share``, ``update_alignment``,
     ``drift_norm``, and with ``window``: ``pc1_stability`` and ``rolling_pc1_share``. See the
     module docstring for the derivations.
@@ -49,7 +49,7 @@ def drift_from_gram(M: np.ndarray, window: int | None = None) -> dict[str, np.nd
     M = np.asarray(M, dtype=np.float64)
     n = M.shape[0]
     nan = np.full(n, np.nan)
-    out = dict(pc1_share=np.nan, backbone_coef=nan.copy(), residual=nan.copy(), backbone_share=nan.copy(),
+    out = dict(drift_pc1_share=np.nan, backbone_coef=nan.copy(), residual=nan.copy(), backbone_share=nan.copy(),
                update_alignment=nan.copy(), drift_norm=nan.copy(), pc1_stability=nan.copy(),
                rolling_pc1_share=nan.copy())
     if n == 0:
@@ -65,7 +65,7 @@ def drift_from_gram(M: np.ndarray, window: int | None = None) -> dict[str, np.nd
     if u1[-1] < 0:  # last row projects positively
         u1 = -u1
     s1 = np.sqrt(lam1)
-    out["pc1_share"] = lam1 / rows.size
+    out["drift_pc1_share"] = lam1 / rows.size
     a = norm[rows] * s1 * u1
     out["backbone_coef"][rows] = a
     out["residual"][rows] = np.sqrt(np.clip(norm[rows] ** 2 - a**2, 0.0, None))
@@ -94,7 +94,8 @@ def drift_from_gram(M: np.ndarray, window: int | None = None) -> dict[str, np.nd
     return out
 
 
-def drift(ds: xr.Dataset, *, layers=None, exact=None, window: int | None = None) -> xr.Dataset:
+def drift(ds: xr.Dataset, *, params=T.UNSET, exact=None, window: int | None = None,
+          layers=T.UNSET) -> xr.Dataset:
     """Drift PCA of each run's trajectory (docs/methods.md#drift, [D] Sec. 3).
 
     Rows x_t = theta_t - theta_0 for every saved checkpoint after the first (x_0 = 0 cannot be
@@ -106,7 +107,8 @@ def drift(ds: xr.Dataset, *, layers=None, exact=None, window: int | None = None)
     ds : xarray.Dataset
         The sedviz Dataset with ``delta_dot`` holding every lag of the run (L >= n - 1), or
         ``sketch`` (then x_t is sketched as sketch_t - sketch_0).
-    layers : see :func:`sedviz.analysis.edge.edge` (None = the whole model).
+    params : see :func:`sedviz.analysis.edge.edge` (None = the whole model; ``layers=`` is its
+        deprecated name).
     exact : None, True or False
         None: ``delta_dot`` for the runs where it holds all pairs, else ``sketch``.
         True: ``delta_dot`` only; False: ``sketch`` only.
@@ -117,7 +119,7 @@ def drift(ds: xr.Dataset, *, layers=None, exact=None, window: int | None = None)
     Returns
     -------
     xarray.Dataset with
-    ``pc1_share`` (run): lambda_1 / n of the normalized rows;
+    ``drift_pc1_share`` (run): lambda_1 / n of the normalized rows;
     (run, step), NaN where the run has no update:
     ``backbone_coef`` a(t) = <x_t, v_b> (parameter units), ``residual`` ||x_t - a v_b||,
     ``backbone_share`` a^2 / ||x_t||^2, ``update_alignment`` C(t) = <d_t, v_b> / ||d_t||,
@@ -130,7 +132,8 @@ def drift(ds: xr.Dataset, *, layers=None, exact=None, window: int | None = None)
     T.check_exact(exact, fn)
     if window is not None:
         window = T.check_window(window, "window", fn)
-    params = T.select_params(ds, layers, fn)
+    group = T.params_keyword(params, layers, fn)
+    params = T.select_params(ds, group, fn, "params")
     runs = [str(r) for r in ds["run"].values]
     all_steps = ds["step"].values
     names = ("backbone_coef", "residual", "backbone_share", "update_alignment", "drift_norm")
@@ -168,12 +171,12 @@ def drift(ds: xr.Dataset, *, layers=None, exact=None, window: int | None = None)
         if up.n == 0:
             continue
         res = drift_from_gram(up.full_gram(), window)
-        share[ir] = res["pc1_share"]
+        share[ir] = res["drift_pc1_share"]
         pos = T.step_positions(all_steps, up.steps)
         for k in names:
             per_step[k][ir, pos] = res[k]
     out = xr.Dataset(coords={"run": runs, "step": all_steps})
-    out["pc1_share"] = ("run", share, {"long_name": "PC1 share of the normalized drift rows", "units": "1"})
+    out["drift_pc1_share"] = ("run", share, {"long_name": "PC1 share of the normalized drift rows", "units": "1"})
     attrs = {
         "backbone_coef": {"long_name": "a(t) = <theta_t - theta_0, v_b>", "units": "parameter units"},
         "residual": {"long_name": "||x_t - a(t) v_b||", "units": "parameter units"},
@@ -190,7 +193,7 @@ def drift(ds: xr.Dataset, *, layers=None, exact=None, window: int | None = None)
     out.attrs.update(
         method="docs/methods.md#drift; Xu, Optimizer-Induced Low-Dimensional Drift and Transverse Dynamics "
                "in Transformer Training (arXiv 2602.23696)",
-        options=T.options_attr(layers=layers, exact=exact, window=window),
+        options=T.options_attr(params=group, exact=exact, window=window),
         params=json.dumps(params),
     )
     return out

@@ -40,7 +40,7 @@ def _window_measures(G: np.ndarray) -> dict[str, np.ndarray]:
     k_star = np.where(fin, 1 + np.argmax(np.where(np.isfinite(r), r, -np.inf), axis=1), 0)
     k_w = np.where(fin, 1 + np.argmax(np.where(np.isfinite(weighted), weighted, -np.inf), axis=1), 0)
     speed = np.sqrt(np.clip(G.sum(axis=(1, 2)), 0.0, None)) / W  # ||theta_i - theta_{i-W}|| / W
-    return dict(s=s, r=r, lam=lam, k_star=k_star, k_star_weighted=k_w, pc1_share=pc1, k95=k95,
+    return dict(s=s, r=r, lam=lam, k_star=k_star, k_star_weighted=k_w, update_pc1_share=pc1, k95=k95,
                 drift_speed=speed, ok=fin)
 
 
@@ -52,7 +52,8 @@ def _mode(ks: np.ndarray) -> int:
     return int(np.argmax(np.bincount(ks)))
 
 
-def edge(ds: xr.Dataset, windows=(10, 20), *, layers=None, exact=None, k_star="argmax") -> xr.Dataset:
+def edge(ds: xr.Dataset, windows=(10, 20), *, params=T.UNSET, exact=None, k_star="argmax",
+         jackknife_groups: int = 10, layers=T.UNSET) -> xr.Dataset:
     """Spectral edge of the update trajectory for each window size (docs/methods.md#spectral-edge, [S] Sec. 2-3).
 
     For every run and window size W, slide a window of W consecutive updates (stride one
@@ -67,10 +68,10 @@ def edge(ds: xr.Dataset, windows=(10, 20), *, layers=None, exact=None, k_star="a
         (run, step, param, proj), see docs/schema.md.
     windows : int or sequence of int
         Window sizes W >= 2, in checkpoints. Default (10, 20) as in [S].
-    layers : None, str, list of str or callable
+    params : None, str, list of str or callable
         The parameter group: None = the whole model (every ``param``); a parameter name; a
         ``param_kind`` or kind prefix ("attn" matches attn_qkv, attn_out, ...); a list of these;
-        or a callable ``name -> bool``.
+        or a callable ``name -> bool``. (``layers=`` is the deprecated name of this keyword.)
     exact : None, True or False
         Where the Grams come from. None: ``delta_dot`` when it holds lag W - 1, else ``sketch``.
         True: ``delta_dot`` only (error when it is missing or too short). False: ``sketch`` only.
@@ -78,25 +79,38 @@ def edge(ds: xr.Dataset, windows=(10, 20), *, layers=None, exact=None, k_star="a
         Which fixed k defines the edge series r_{k*}: the run's mode over windows of
         argmax_k r_k ("argmax", [S]), of the weighted argmax_k (s_k / sum s) r_k ("weighted"), or
         a given k (1 <= k < W for every W).
+    jackknife_groups : int >= 2, or 0
+        Groups of the grouped jackknife that estimates the error of every sketched gap ratio
+        (see ``gap_ratio_rel_se`` below); 0 skips it. Each parameter's d sketch coordinates
+        are split into min(groups, d) contiguous blocks.
 
     Returns
     -------
-    xarray.Dataset with coordinates run, window, step (the input's union steps), k = 1..max W:
+    xarray.Dataset with coordinates run, window, step (the input's union steps) and
+    edge_k = 1..max W (1-based: edge_k = k indexes s_k and the gap r_k between s_k and s_(k+1)):
 
-    - ``edge_sv`` (run, window, step, k): s_k; NaN past W and where the run has no window.
-    - ``gap_ratio`` (run, window, step, k): r_k = s_k / max(s_{k+1}, 1e-15), k = 1..W-1
-      (NaN at k >= W; the k axis is shared with ``edge_sv``).
+    - ``edge_sv`` (run, window, step, edge_k): s_k; NaN past W and where the run has no window.
+    - ``gap_ratio`` (run, window, step, edge_k): r_k = s_k / max(s_{k+1}, 1e-15), k = 1..W-1
+      (NaN at k >= W; the edge_k axis is shared with ``edge_sv``).
     - ``k_star``, ``k_star_weighted`` (run, window, step): argmax_k r_k and
       argmax_k (s_k / sum_j s_j) r_k, 1-based.
     - ``k_star_mode`` (run, window): the fixed k* of the run (see ``k_star``).
     - ``edge`` (run, window, step): the spectral edge series r_{k*} at k* = ``k_star_mode``.
-    - ``pc1_share`` (run, window, step): lambda_1 / sum lambda.
+    - ``update_pc1_share`` (run, window, step): lambda_1 / sum lambda of the window's updates.
     - ``k95`` (run, window, step): smallest k with sum_{j<=k} lambda_j >= 0.95 sum lambda.
     - ``drift_speed`` (run, window, step): sqrt(sum_ab G_ab) / W = ||theta_i - theta_{i-W}|| / W
       (parameter units per checkpoint).
     - ``edge_source`` (window): "delta_dot" or "sketch", where the Grams came from.
-    - ``sketch_error`` (run, window, k), only when both sources can serve some W: mean over the
-      run's windows of |r_k(sketch) - r_k(exact)| / r_k(exact) ([S] Sec. 2, docs/methods.md#spectral-edge).
+    - ``gap_ratio_rel_se`` (run, window, step, edge_k) and ``edge_rel_se`` (run, window, step),
+      only when some W is served by the sketch: the estimated relative error of the sketched
+      r_k (and of the edge r_k*), from a grouped jackknife over the sketch coordinates. The
+      Gram G of a window is the sum of the Grams G_g of ``jackknife_groups`` disjoint groups of
+      coordinates; with r_(-g) the gap ratios of G - G_g (gap ratios do not depend on scale),
+      se = sqrt((n_g - 1) / n_g * sum_g (r_(-g) - mean_g r_(-g))^2) and rel_se = se / r_k. NaN
+      where the window came from ``delta_dot`` (exact, no sketch error).
+    - ``sketch_gap_error`` (run, window, step, edge_k), only when both sources can serve some W:
+      the measured |r_k(sketch) - r_k(exact)| / r_k(exact) of each window; ``sketch_error``
+      (run, window, edge_k): its mean over the run's windows ([S] Sec. 2, docs/methods.md#spectral-edge).
 
     Attrs: ``method``, ``options`` (JSON), ``params`` (JSON list of the group's parameters).
     """
@@ -104,6 +118,9 @@ def edge(ds: xr.Dataset, windows=(10, 20), *, layers=None, exact=None, k_star="a
     ds = T.check_dataset(ds, fn)
     ws = T.check_windows(windows, fn)
     T.check_exact(exact, fn)
+    T.check_window(jackknife_groups, "jackknife_groups", fn, minimum=0)
+    if jackknife_groups == 1:
+        raise SedvizError(f"{fn}(jackknife_groups=1): the jackknife needs at least 2 groups (or 0 to skip it).")
     is_int = isinstance(k_star, (int, np.integer)) and not isinstance(k_star, bool)
     if not (is_int or k_star in ("argmax", "weighted")):
         raise SedvizError(f"{fn}(k_star={k_star!r}): expected 'argmax', 'weighted' or an int k >= 1.")
@@ -112,7 +129,8 @@ def edge(ds: xr.Dataset, windows=(10, 20), *, layers=None, exact=None, k_star="a
             f"{fn}(k_star={k_star}): a fixed k must satisfy 1 <= k < W for every window "
             f"(smallest W here is {ws[0]})."
         )
-    params = T.select_params(ds, layers, fn)
+    group = T.params_keyword(params, layers, fn)
+    params = T.select_params(ds, group, fn, "params")
     sources = {W: T.resolve_source(ds, exact, W - 1, fn, f"windows={W}") for W in ws}
     # The sketch error needs both: delta_dot reaching W - 1 and a sketch.
     both = {W: ("sketch" in ds.data_vars and T.max_lag(ds) >= W - 1) for W in ws}
@@ -125,9 +143,14 @@ def edge(ds: xr.Dataset, windows=(10, 20), *, layers=None, exact=None, k_star="a
     sv = np.full(shape + (Wmax,), np.nan)
     gr = np.full(shape + (Wmax,), np.nan)
     out = {name: np.full(shape, np.nan) for name in
-           ("k_star", "k_star_weighted", "edge", "pc1_share", "k95", "drift_speed")}
+           ("k_star", "k_star_weighted", "edge", "update_pc1_share", "k95", "drift_speed")}
     kmode = np.full((nR, nW), np.nan)
     err = np.full((nR, nW, Wmax), np.nan)
+    werr = np.full(shape + (Wmax,), np.nan)
+    rel_se = np.full(shape + (Wmax,), np.nan)
+    edge_se = np.full(shape, np.nan)
+    n_groups = min(jackknife_groups, ds.sizes["proj"]) if "proj" in ds.dims else 0  # at most d groups
+    jack = n_groups >= 2 and any(sources[W] == "sketch" for W in ws)
 
     lag_need = {src: max([W - 1 for W in ws if sources[W] == src] or [-1]) for src in T.SOURCES}
     if any(both.values()):
@@ -139,6 +162,7 @@ def edge(ds: xr.Dataset, windows=(10, 20), *, layers=None, exact=None, k_star="a
             if lag_need[src] >= 0:
                 ups[src] = T.run_updates(ds, run, params, src, lag=lag_need[src] if src == "delta_dot" else None)
                 bands[src] = ups[src].band_to(lag_need[src])
+        gbands = ups["sketch"].group_bands(lag_need["sketch"], n_groups) if jack else None
         for iw, W in enumerate(ws):
             src = sources[W]
             up = ups[src]
@@ -149,7 +173,7 @@ def edge(ds: xr.Dataset, windows=(10, 20), *, layers=None, exact=None, k_star="a
             pos = T.step_positions(all_steps, up.steps[W - 1:])
             sv[ir, iw][pos, :W] = m["s"]
             gr[ir, iw][pos, : W - 1] = m["r"]
-            for name in ("pc1_share", "k95", "drift_speed"):
+            for name in ("update_pc1_share", "k95", "drift_speed"):
                 out[name][ir, iw, pos] = m[name]
             out["k_star"][ir, iw, pos] = np.where(m["ok"], m["k_star"], np.nan)
             out["k_star_weighted"][ir, iw, pos] = np.where(m["ok"], m["k_star_weighted"], np.nan)
@@ -162,6 +186,14 @@ def edge(ds: xr.Dataset, windows=(10, 20), *, layers=None, exact=None, k_star="a
             if k > 0:
                 kmode[ir, iw] = k
                 out["edge"][ir, iw, pos] = m["r"][:, k - 1]
+            if src == "sketch" and jack:
+                rj = np.stack([T.gap_ratios(np.sqrt(T.gram_eigvals(G - T.window_grams(b, W)))) for b in gbands])
+                ng = rj.shape[0]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    se = np.sqrt((ng - 1) / ng * ((rj - rj.mean(axis=0)) ** 2).sum(axis=0)) / m["r"]
+                rel_se[ir, iw][pos, : W - 1] = se
+                if k > 0:
+                    edge_se[ir, iw, pos] = se[:, k - 1]
             if both[W]:
                 other = "sketch" if src == "delta_dot" else "delta_dot"
                 r_src = m["r"]
@@ -173,30 +205,40 @@ def edge(ds: xr.Dataset, windows=(10, 20), *, layers=None, exact=None, k_star="a
                     r_ex, r_sk = (r_src[i_s], r_oth[i_o]) if src == "delta_dot" else (r_oth[i_o], r_src[i_s])
                     with np.errstate(invalid="ignore", divide="ignore"):
                         rel = np.abs(r_sk - r_ex) / r_ex
-                    err[ir, iw, : W - 1] = np.nanmean(np.where(np.isfinite(rel), rel, np.nan), axis=0)
+                    rel = np.where(np.isfinite(rel), rel, np.nan)
+                    err[ir, iw, : W - 1] = np.nanmean(rel, axis=0)
+                    werr[ir, iw][T.step_positions(all_steps, common), : W - 1] = rel
 
     coords = {"run": runs, "window": np.asarray(ws, dtype=np.int64), "step": all_steps,
-              "k": np.arange(1, Wmax + 1, dtype=np.int64)}
+              "edge_k": np.arange(1, Wmax + 1, dtype=np.int64)}
     d3 = ("run", "window", "step")
     data = {
-        "edge_sv": (d3 + ("k",), sv, {"long_name": "singular values of the update window", "units": "parameter units"}),
-        "gap_ratio": (d3 + ("k",), gr, {"long_name": "gap ratio s_k / s_(k+1)", "units": "1"}),
+        "edge_sv": (d3 + ("edge_k",), sv, {"long_name": "singular values of the update window", "units": "parameter units"}),
+        "gap_ratio": (d3 + ("edge_k",), gr, {"long_name": "gap ratio s_k / s_(k+1)", "units": "1"}),
         "k_star": (d3, out["k_star"], {"long_name": "signal rank argmax_k r_k (1-based)"}),
         "k_star_weighted": (d3, out["k_star_weighted"], {"long_name": "weighted signal rank argmax_k (s_k/sum s) r_k"}),
         "k_star_mode": (("run", "window"), kmode, {"long_name": f"fixed k* of the edge series ({k_star})"}),
         "edge": (d3, out["edge"], {"long_name": "spectral edge r_(k*) at the run's k*", "units": "1"}),
-        "pc1_share": (d3, out["pc1_share"], {"long_name": "lambda_1 / sum lambda", "units": "1"}),
+        "update_pc1_share": (d3, out["update_pc1_share"], {"long_name": "lambda_1 / sum lambda of the update window", "units": "1"}),
         "k95": (d3, out["k95"], {"long_name": "components holding 95% of sum lambda"}),
         "drift_speed": (d3, out["drift_speed"], {"long_name": "sqrt(sum G) / W", "units": "parameter units per checkpoint"}),
         "edge_source": (("window",), np.array([sources[W] for W in ws], dtype=str)),
     }
+    if jack:
+        data["gap_ratio_rel_se"] = (d3 + ("edge_k",), rel_se,
+                                    {"long_name": "jackknife relative standard error of the sketched r_k", "units": "1"})
+        data["edge_rel_se"] = (d3, edge_se, {"long_name": "jackknife relative standard error of the sketched edge",
+                                             "units": "1"})
     if any(both.values()):
-        data["sketch_error"] = (("run", "window", "k"), err,
+        data["sketch_gap_error"] = (d3 + ("edge_k",), werr,
+                                    {"long_name": "relative error of r_k from the sketch, per window", "units": "1"})
+        data["sketch_error"] = (("run", "window", "edge_k"), err,
                                 {"long_name": "mean relative error of r_k from the sketch", "units": "1"})
     res = xr.Dataset({k: xr.Variable(*v) for k, v in data.items()}, coords=coords)
     res.attrs.update(
         method="docs/methods.md#spectral-edge; Xu, Spectral Edge Dynamics of Training Trajectories (arXiv 2603.15678)",
-        options=T.options_attr(windows=ws, layers=layers, exact=exact, k_star=k_star),
+        options=T.options_attr(windows=ws, params=group, exact=exact, k_star=k_star,
+                               jackknife_groups=jackknife_groups),
         params=json.dumps(params),
     )
     return res

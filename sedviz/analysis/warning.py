@@ -1,24 +1,38 @@
-"""Grokking early warning from the spectral edge of the attention updates (docs/methods.md#early-warning; Xu, the
-grokking companion of "Spectral Edge Dynamics of Training Trajectories", arXiv 2603.15678, 2026).
+"""Grokking early warning (docs/methods.md#early-warning): does a run that memorized its training set show, before
+its validation accuracy jumps, a change that a run which never generalizes does not show?
 
-Signals come from the window Gram of the chosen layers (attention by default): for each window of
-``window`` consecutive updates (docs/methods.md#spectral-edge), s_2 and s_3 are its second and third singular values.
+Detectors (each a rule on one per-checkpoint signal of :func:`signals`; every rule is armed only
+from the memorization step, the first checkpoint with training accuracy >= ``memorized_acc``):
 
-- detector "slope": the least-squares slope of log(s_2 / s_3) over the trailing ``slope_span``
-  windows, in units of log-ratio per checkpoint;
-- detector "g23": g23 = s_2^2 - s_3^2, tracked against its running maximum.
+- "wnorm": the total Frobenius norm of the weight matrices has fallen by at least ``norm_drop``
+  (a fraction) below its running maximum since memorization. Weight decay pulls the norm down
+  once the training loss is small; generalization in grokking goes with this shrinking
+  (Liu et al. 2023 "Omnigrok"; Nanda et al. 2023), and a run without weight decay does not shrink.
+- "erank": the mean normalized effective rank of the attention and MLP matrices (all matrices of
+  a model that has none) has fallen by at least ``erank_drop`` below its running maximum since
+  memorization (Yunis et al. 2024: it falls well before validation loss does).
+- "val_loss": validation loss is at most ``val_loss_frac`` x its running maximum since memorization.
+- "wnorm_erank": both "wnorm" and "erank" hold at the same checkpoint.
+- "slope": the least-squares slope of log(s_2 / s_3) of the window Gram of the ``params``
+  group's updates over the trailing ``slope_span`` windows exceeds a level (Xu, the grokking
+  companion of "Spectral Edge Dynamics of Training Trajectories", arXiv 2603.15678, 2026);
+- "g23": g23 = s_2^2 - s_3^2 of that Gram first rises, then falls by ``g23_drop`` below its
+  running maximum (same source).
 
-Both rules are armed only after the training set is fit, skip windows that hold a loss spike,
-and are taken relative to the run's own early baseline (see :func:`early_warning`), so a run
-whose update spectrum never changes character (the weight-decay-free control) stays silent.
+A detector fires at the first checkpoint where its rule has held for ``persist`` consecutive
+checkpoints (the step of the last of them). Its outcome on a run is one of STATUS:
+"fired_before_grok", "fired_after_grok" (a late warning: no use), "not_fired" (the run grokked,
+the detector stayed silent), "fired_no_grok" (a false alarm: the run never grokked) and
+"silent_no_grok" (the run never grokked and the detector stayed silent).
 
-Which Gram: docs/methods.md#early-warning speaks of "the Gram of attention weights"; here, as in docs/methods.md#spectral-edge, it is the
-window Gram of the attention parameters' *updates* (``layers="attn"``), the object whose s_2/s_3
-the spectral edge is built from.
+Defaults were chosen on the tuning half of the grokking suite (:mod:`sedviz.suite`,
+docs/suite.md) and are reported on its held-out half there; ``DEFAULT_DETECTOR`` is the one
+``early_warning`` runs unless told otherwise.
 """
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import xarray as xr
@@ -27,11 +41,14 @@ from sedviz.errors import SedvizError
 
 from . import _trajectory as T
 
-__all__ = ["early_warning", "grok_step", "DETECTORS"]
+__all__ = ["early_warning", "signals", "detect", "grok_step", "DETECTORS", "DEFAULT_DETECTOR", "STATUS"]
 
-DETECTORS = ("slope", "g23")
+DETECTORS = ("wnorm", "erank", "val_loss", "wnorm_erank", "slope", "g23")
+DEFAULT_DETECTOR = "wnorm"
+STATUS = ("fired_before_grok", "fired_after_grok", "not_fired", "fired_no_grok", "silent_no_grok")
 _FLOOR = 1e-30
-
+#: Signals of :func:`signals` (run, step); the Gram ones are NaN where the Dataset has no trajectory.
+SIGNALS = ("weight_norm", "eff_rank", "val_loss", "val_acc", "train_acc", "g23", "log_s2_s3", "usable", "spike")
 
 def grok_step(steps, acc, threshold: float = 0.9) -> float:
     """First step where ``acc`` >= ``threshold`` (docs/methods.md#early-warning); NaN if never."""
@@ -118,129 +135,349 @@ def _g23_rule(g: np.ndarray, clean: np.ndarray, *, drop: float, rise: float, bas
     return cond, ref
 
 
-def early_warning(ds: xr.Dataset, *, threshold_acc: float = 0.9, detector=DETECTORS, window: int = 10,
-                  slope_span: int = 5, slope_threshold: float = 0.1, g23_drop: float = 0.5,
-                  g23_rise: float = 1.25, baseline: int = 10, persist: int = 3, spike_factor=2.0,
-                  memorized_acc: float | None = 0.99, layers="attn", exact=None, metric: str = "val_acc",
-                  train_metric: str = "train_acc") -> xr.Dataset:
-    """Grok step, detector fire steps and lead times (docs/methods.md#early-warning).
 
-    The grok step is the first step where ``metric`` (validation accuracy) >= ``threshold_acc``.
-    The signals use the spectrum s_1 >= s_2 >= ... of the window Gram of W = ``window``
-    consecutive updates of the ``layers`` group (docs/methods.md#spectral-edge). Every rule looks only at the run's
-    windows after its first ``baseline`` usable windows, which set the run's own reference; a
-    detector fires at the first window step where its rule has held for ``persist`` consecutive
-    checkpoints (the step of the last of them). lead = grok step - fire step (steps; positive
-    means the warning came first).
 
-    Arming: grokking is generalization long after the training set is fit, so the rules look
-    only at windows whose updates all come after the first checkpoint where ``train_metric`` >=
-    ``memorized_acc`` (the memorization step). The updates of the memorization phase are large
-    and change shape fast in every run, grokking or not, and would otherwise set or trip every
-    rule. A run that never fits its training set is never armed; without a ``train_metric``
-    variable (or with ``memorized_acc=None``) the rules are armed from the first window.
+def _running_drop(v: np.ndarray, start: int) -> np.ndarray:
+    """1 - v / (running maximum of v from index ``start``) per index; NaN before ``start`` and at NaN values."""
+    out = np.full(len(v), np.nan)
+    m = -np.inf
+    for i in range(max(start, 0), len(v)):
+        if np.isfinite(v[i]):
+            m = max(m, v[i])
+            out[i] = 1.0 - v[i] / m if m > 0 else np.nan
+    return out
 
-    Spike guard: an update whose norm exceeds ``spike_factor`` x the median norm of the 2W
-    updates before it marks a loss spike (Adam's "slingshots", frequent in grokking setups);
-    windows that hold one are not usable: no rule holds there, they do not enter the baseline,
-    the slope or the running maximum, and they break a ``persist`` streak. The spike windows'
-    spectra reflect the spike, not the slow dynamics the detectors look for, and spikes happen
-    in controls as well as in grokking runs. ``spike_factor=None`` turns the guard off.
 
-    Rules (defaults chosen so that a run whose update spectrum only relaxes, such as the
-    wd = 0 control, stays silent; see "Defaults" below):
+def _deprecated_layers(fn: str, params, layers):
+    if layers is None:
+        return params
+    warnings.warn(f"{fn}(layers=...) is deprecated and will be removed in the next release; use params=... "
+                  "(the same values).", DeprecationWarning, stacklevel=3)
+    return layers
 
-    - "slope": z(t) = least-squares slope of log(s_2/s_3) over the trailing ``slope_span``
-      windows (per checkpoint). Holds where z(t) > max(``slope_threshold``, the largest z of the
-      first ``baseline`` slopes): the edge between the second and third direction must open
-      faster than it ever did in the run's early, noisy phase, and faster than an absolute floor.
-    - "g23": g23(t) = s_2^2 - s_3^2. Holds where g23 has declined by more than ``g23_drop`` (a
-      fraction) from its running maximum over the windows after the baseline, provided that
-      running maximum exceeds ``g23_rise`` x the largest g23 of the first ``baseline`` windows:
-      the two-direction structure must first build up above its early level, then collapse.
-      A g23 that merely decays as updates shrink never satisfies the rise condition. The
-      running maximum restarts after every spike: a decline measured across a spike compares
-      two regimes (on the wd = 0 controls, the growth of the updates into a spike followed by
-      their collapse afterwards), not the collapse of one structure.
 
-    Defaults (window 10, slope_span 5, slope_threshold 0.1, g23_rise 1.25, g23_drop 0.5,
-    baseline 10, persist 3, spike_factor 2, memorized_acc 0.99): W = 10 and a slope over 5
-    windows follow [S]; 0.1 per checkpoint is a 2.7x opening of s2/s3 over 10 checkpoints.
-    They were checked on the sedviz demo (runs/demo, p = 97, lr 5e-3, wd 1 vs 0, checkpoints
-    every 25 steps; grok step 2500), on two more CPU-trained demo pairs (p = 59, lr 3e-3 and
-    1e-3) and on 20 synthetic grokking/control pairs (half of the controls with a loss spike).
-    Every control stays silent with these defaults. On the demo, "g23" fires at step 2150
-    (lead 350 steps, val acc 0.19) and "slope" does not fire: there log(s2/s3) falls, not rises,
-    before the grok. On the other two pairs "slope" fires only after the grok and "g23" after
-    it or not at all; on the synthetic pairs both fire before the grok (leads about 1200 and
-    150 steps). A smaller baseline, a lower slope threshold or g23_rise = 1 fired on a control
-    or on synthetic noise; g23_rise 1.5 no longer fires on the demo. Treat leads as
-    measurements on these runs, not a promise.
+def _series(ds, name, run):
+    if name not in ds.data_vars or set(ds[name].dims) != {"run", "step"}:
+        return np.full(ds.sizes["step"], np.nan)
+    return np.asarray(ds[name].sel(run=run).transpose("step").values, dtype=np.float64)
 
-    Parameters
-    ----------
-    ds : xarray.Dataset
-        The sedviz Dataset with ``delta_dot`` and/or ``sketch`` and the ``metric`` variable.
-    threshold_acc : float
-        Accuracy that defines the grok step (0.9).
-    detector : str or sequence of str
-        Any of "slope", "g23".
-    window : int >= 3
-        Window size W of the Gram (checkpoints).
-    slope_span : int >= 2
-        Trailing span of the slope (windows).
-    slope_threshold : float
-        Absolute floor of the slope rule (log-ratio per checkpoint).
-    g23_drop : float in (0, 1)
-        Fractional decline from the running maximum that fires "g23".
-    g23_rise : float >= 1
-        How far above its baseline maximum g23 must have risen first.
-    baseline : int >= 1
-        Number of first usable windows (slopes for "slope") that set the run's reference; no
-        rule fires inside it.
-    persist : int >= 1
-        Consecutive checkpoints a rule must hold.
-    spike_factor : float > 1 or None
-        The spike guard (above); None turns it off.
-    memorized_acc : float in (0, 1] or None
-        Training accuracy that arms the rules (above); None arms them from the start.
-    layers, exact : see :func:`sedviz.analysis.edge.edge` (default: the attention parameters).
-    metric : str
-        The (run, step) accuracy variable (``val_acc``).
-    train_metric : str
-        The (run, step) training accuracy variable that arms the rules (``train_acc``).
 
-    Returns
-    -------
-    xarray.Dataset with
-    ``grok_step`` (run); ``fire_step``, ``lead`` (run, detector; NaN when not fired or never
-    grokked), ``fired`` (run, detector, bool); ``signal`` (run, detector, step): z(t) for
-    "slope", g23(t) for "g23"; ``rule_holds`` (run, detector, step, bool); ``level`` (run,
-    detector): the slope level in force, or the baseline maximum of g23; ``s2_s3`` (run, step):
-    s_2 / s_3 of the window ending at each step; ``spike`` (run, step, bool): updates flagged by
-    the spike guard; ``usable`` (run, step, bool): windows the rules may use (armed and free of
-    spikes); ``armed_step`` (run): the memorization step (the first update's step when armed
-    from the start; NaN: never armed).
+def _group_layers(ds) -> list[str]:
+    """Attention and MLP matrices (by layer kind); every matrix when the model has neither."""
+    if "layer" not in ds.dims:
+        return []
+    names = [str(x) for x in ds["layer"].values]
+    if "layer_kind" not in ds.coords:
+        return names
+    kinds = [str(k) for k in ds["layer_kind"].values]
+    chosen = [n for n, k in zip(names, kinds) if k.startswith(("attn", "mlp"))]
+    return chosen or names
+
+
+def signals(ds: xr.Dataset, *, params="attn", window: int = 10, spike_factor=2.0, memorized_acc: float | None = 0.99,
+            exact=None, metric: str = "val_acc", train_metric: str = "train_acc", loss_metric: str = "val_loss",
+            layers=None) -> xr.Dataset:
+    """The per-checkpoint signals every detector reads, (run, step) each (NaN where a run has no value).
+
+    - ``weight_norm``: sqrt of the sum of ``fro_norm``^2 over every weight matrix (``layer``);
+    - ``eff_rank``: mean ``eff_rank`` over the attention and MLP matrices (all matrices if none);
+    - ``val_loss``, ``val_acc``, ``train_acc``: the metric logs (``loss_metric``, ``metric``, ``train_metric``);
+    - ``g23`` = s_2^2 - s_3^2 and ``log_s2_s3`` of the window Gram of ``window`` updates of the
+      ``params`` group (docs/methods.md#spectral-edge), at the window's last step; NaN without ``delta_dot``/``sketch``
+      or when the group is empty;
+    - ``spike`` (update flagged by the spike guard, see :func:`early_warning`) and ``usable``
+      (window after memorization and free of spikes);
+    - ``armed_step`` (run): the memorization step, first step with ``train_metric`` >= ``memorized_acc``
+      (NaN: never; the first step when ``memorized_acc`` is None or the variable is missing).
+    """
+    fn = "signals"
+    params = _deprecated_layers(fn, params, layers)
+    ds = T.check_dataset(ds, fn)
+    window = T.check_window(window, "window", fn, minimum=3)
+    runs = [str(r) for r in ds["run"].values]
+    steps = ds["step"].values
+    nR, nS = len(runs), len(steps)
+    out = {k: np.full((nR, nS), np.nan) for k in ("weight_norm", "eff_rank", "val_loss", "val_acc", "train_acc",
+                                                 "g23", "log_s2_s3")}
+    spike = np.zeros((nR, nS), dtype=bool)
+    usable = np.zeros((nR, nS), dtype=bool)
+    armed = np.full(nR, np.nan)
+    use_train = memorized_acc is not None and isinstance(train_metric, str) and train_metric in ds.data_vars
+    group = _group_layers(ds)
+    has_traj = "delta_dot" in ds.data_vars or "sketch" in ds.data_vars
+    sel = src = None
+    if has_traj and "param" in ds.dims:
+        try:
+            sel = T.select_params(ds, params, fn, name="params")
+            src = T.resolve_source(ds, exact, window - 1, fn, f"window={window}")
+        except SedvizError:
+            if params == "attn":  # the default: a model without attention has no Gram signals
+                sel = None
+            else:
+                raise
+    for ir, run in enumerate(runs):
+        if "fro_norm" in ds.data_vars:
+            fro = np.asarray(ds["fro_norm"].sel(run=run).transpose("step", "layer").values, dtype=np.float64)
+            ok = np.isfinite(fro).any(axis=1)
+            out["weight_norm"][ir, ok] = np.sqrt(np.nansum(fro[ok] ** 2, axis=1))
+        if "eff_rank" in ds.data_vars and group:
+            er = np.asarray(ds["eff_rank"].sel(run=run, layer=group).transpose("step", "layer").values, dtype=np.float64)
+            ok = np.isfinite(er).any(axis=1)
+            out["eff_rank"][ir, ok] = np.nanmean(er[ok], axis=1)
+        out["val_loss"][ir] = _series(ds, loss_metric, run)
+        out["val_acc"][ir] = _series(ds, metric, run)
+        out["train_acc"][ir] = _series(ds, train_metric, run)
+        present = np.flatnonzero(np.isfinite(out["val_acc"][ir]) | np.isfinite(out["weight_norm"][ir]))
+        if use_train:
+            a = grok_step(steps, out["train_acc"][ir], memorized_acc)
+        else:
+            a = float(steps[present[0]]) if present.size else np.nan
+        armed[ir] = a
+        if sel is None:
+            continue
+        up = T.run_updates(ds, run, sel, src, lag=window - 1 if src == "delta_dot" else None)
+        G = T.window_grams(up.band_to(window - 1), window)
+        if G.shape[0] == 0:
+            continue
+        s = np.sqrt(T.gram_eigvals(G))
+        pos = T.step_positions(steps, up.steps[window - 1:])
+        norms = np.sqrt(np.clip(np.diagonal(G, axis1=1, axis2=2), 0, None))
+        norms = np.concatenate([norms[0], norms[1:, -1]])  # ||d_j|| for every update j
+        sp = spikes(norms, float(spike_factor), 2 * window) if spike_factor else np.zeros(up.n, dtype=bool)
+        spike[ir, T.step_positions(steps, up.steps)] = sp
+        clean = ~np.lib.stride_tricks.sliding_window_view(sp, window).any(axis=1)
+        arm_at = a if use_train else -np.inf  # NaN (never memorized): no window is usable
+        clean &= up.steps[: up.n - window + 1] > arm_at
+        usable[ir, pos] = clean
+        s2, s3 = s[:, 1], s[:, 2]
+        out["g23"][ir, pos] = s2**2 - s3**2
+        out["log_s2_s3"][ir, pos] = np.log(np.maximum(s2, T.GAP_FLOOR) / np.maximum(s3, T.GAP_FLOOR))
+    res = xr.Dataset(coords={"run": runs, "step": steps})
+    for k, v in out.items():
+        res[k] = (("run", "step"), v)
+    res["spike"] = (("run", "step"), spike)
+    res["usable"] = (("run", "step"), usable)
+    res["armed_step"] = ("run", armed, {"long_name": f"first step with {train_metric} >= {memorized_acc}"})
+    res.attrs.update(options=T.options_attr(params=params, window=window, spike_factor=spike_factor,
+                                            memorized_acc=memorized_acc if use_train else None, exact=exact,
+                                            metric=metric, train_metric=train_metric, loss_metric=loss_metric,
+                                            source=src),
+                     params=json.dumps(sel or []))
+    return res
+
+
+def _status(grok: float, fire: float) -> str:
+    if np.isfinite(fire):
+        if not np.isfinite(grok):
+            return "fired_no_grok"
+        return "fired_before_grok" if fire < grok else "fired_after_grok"
+    return "not_fired" if np.isfinite(grok) else "silent_no_grok"
+
+
+def detect(sig: xr.Dataset, *, detector=DEFAULT_DETECTOR, threshold_acc: float = 0.9, norm_drop: float = 0.07,
+           erank_drop: float = 0.08, val_loss_frac: float = 0.6, persist: int = 3, slope_span: int = 5,
+           slope_threshold: float = 0.1, g23_drop: float = 0.5, g23_rise: float = 1.25, baseline: int = 10) -> xr.Dataset:
+    """Apply detectors to the signals of :func:`signals` (or of the shipped suite, :func:`sedviz.data.load_suite`).
+
+    Returns grok_step, armed_step (run); fire_step, lead, lead_frac, fired, status (run, detector);
+    signal, rule_holds (run, detector, step); level (run, detector). See :func:`early_warning`.
     """
     fn = "early_warning"
-    ds = T.check_dataset(ds, fn)
-    dets = [detector] if isinstance(detector, str) else list(detector) if detector is not None else []
-    if not dets or any(d not in DETECTORS for d in dets) or len(set(dets)) != len(dets):
-        raise SedvizError(f"{fn}(detector={detector!r}): expected one or more of {DETECTORS}.")
-    window = T.check_window(window, "window", fn, minimum=3)
+    dets = _detectors(detector, fn)
+    persist, slope_span, baseline = _check_opts(fn, threshold_acc, norm_drop, erank_drop, val_loss_frac, persist,
+                                                slope_span, slope_threshold, g23_drop, g23_rise, baseline)
+    runs = [str(r) for r in sig["run"].values]
+    steps = sig["step"].values
+    nR, nD, nS = len(runs), len(dets), len(steps)
+    signal = np.full((nR, nD, nS), np.nan)
+    holds = np.zeros((nR, nD, nS), dtype=bool)
+    fire = np.full((nR, nD), np.nan)
+    level = np.full((nR, nD), np.nan)
+    grok = np.full(nR, np.nan)
+    for ir, run in enumerate(runs):
+        one = sig.sel(run=run)
+        grok[ir] = grok_step(steps, one["val_acc"].values, threshold_acc)
+        arm = float(one["armed_step"])
+        for idet, det in enumerate(dets):
+            if det in ("slope", "g23"):
+                g = np.asarray(one["g23"].values, dtype=np.float64)
+                pos = np.flatnonzero(np.isfinite(g))
+                if pos.size == 0:
+                    continue
+                clean = np.asarray(one["usable"].values, dtype=bool)[pos]
+                if det == "slope":
+                    lr23 = np.asarray(one["log_s2_s3"].values, dtype=np.float64)[pos]
+                    sg, cond, lev = _slope_rule(lr23, clean, span=slope_span, threshold=float(slope_threshold),
+                                                baseline=baseline)
+                else:
+                    sg = g[pos]
+                    cond, lev = _g23_rule(sg, clean, drop=float(g23_drop), rise=float(g23_rise), baseline=baseline)
+                signal[ir, idet, pos], holds[ir, idet, pos], level[ir, idet] = sg, cond, lev
+                i = _first_persistent(cond, persist)
+                if i >= 0:
+                    fire[ir, idet] = steps[pos[i]]
+                continue
+            rows = {}
+            for part in det.split("_") if det == "wnorm_erank" else [det]:
+                name, thr = {"wnorm": ("weight_norm", norm_drop), "erank": ("eff_rank", erank_drop),
+                             "val_loss": ("val_loss", 1.0 - val_loss_frac)}[part]
+                v = np.asarray(one[name].values, dtype=np.float64)
+                pos = np.flatnonzero(np.isfinite(v))
+                start = int(np.searchsorted(steps[pos], arm)) if np.isfinite(arm) else len(pos)
+                drop = np.full(nS, np.nan)
+                drop[pos] = _running_drop(v[pos], start)
+                rows[part] = (drop, thr)
+            if det == "wnorm_erank":
+                (d1, t1), (d2, t2) = rows["wnorm"], rows["erank"]
+                sg, lev = np.fmin(d1 / t1, d2 / t2), 1.0  # both hold <=> min of drop / threshold >= 1
+            else:
+                sg, lev = next(iter(rows.values()))
+            pos = np.flatnonzero(np.isfinite(sg))
+            cond = sg[pos] >= lev
+            signal[ir, idet], level[ir, idet] = sg, lev
+            holds[ir, idet, pos] = cond
+            i = _first_persistent(cond, persist)
+            if i >= 0:
+                fire[ir, idet] = steps[pos[i]]
+    lead = grok[:, None] - fire
+    status = np.array([[_status(grok[r], fire[r, d]) for d in range(nD)] for r in range(nR)], dtype=str)
+    out = xr.Dataset(coords={"run": runs, "detector": np.array(dets, dtype=str), "step": steps})
+    out["grok_step"] = ("run", grok, {"long_name": f"first step with val_acc >= {threshold_acc}"})
+    out["armed_step"] = sig["armed_step"]
+    out["fire_step"] = (("run", "detector"), fire, {"long_name": "first step the detector's rule held `persist` times"})
+    out["lead"] = (("run", "detector"), lead, {"long_name": "grok_step - fire_step", "units": "steps"})
+    out["lead_frac"] = (("run", "detector"), lead / grok[:, None], {"long_name": "lead / grok_step", "units": "1"})
+    out["fired"] = (("run", "detector"), np.isfinite(fire))
+    out["status"] = (("run", "detector"), status, {"long_name": "outcome, one of " + ", ".join(STATUS)})
+    out["signal"] = (("run", "detector", "step"), signal, {
+        "long_name": "wnorm/erank: fractional drop below the running maximum since memorization; val_loss: the "
+                     "same of val_loss; wnorm_erank: min of both drops / their thresholds; slope: d log(s2/s3) "
+                     "per checkpoint; g23: s2^2 - s3^2"})
+    out["rule_holds"] = (("run", "detector", "step"), holds)
+    out["level"] = (("run", "detector"), level, {
+        "long_name": "the signal's threshold (slope: in force; g23: baseline maximum of g23)"})
+    out.attrs["detect_options"] = T.options_attr(
+        detector=dets, threshold_acc=threshold_acc, norm_drop=norm_drop, erank_drop=erank_drop,
+        val_loss_frac=val_loss_frac, persist=persist, slope_span=slope_span, slope_threshold=slope_threshold,
+        g23_drop=g23_drop, g23_rise=g23_rise, baseline=baseline)
+    return out
+
+
+def _check_opts(fn, threshold_acc, norm_drop, erank_drop, val_loss_frac, persist, slope_span, slope_threshold,
+                g23_drop, g23_rise, baseline):
+    persist = T.check_window(persist, "persist", fn, minimum=1)
     slope_span = T.check_window(slope_span, "slope_span", fn, minimum=2)
     baseline = T.check_window(baseline, "baseline", fn, minimum=1)
-    persist = T.check_window(persist, "persist", fn, minimum=1)
-    for name, val, lo, hi in (("threshold_acc", threshold_acc, 0.0, 1.0), ("g23_drop", g23_drop, 0.0, 1.0)):
+    for name, val, lo, hi in (("threshold_acc", threshold_acc, 0.0, 1.0), ("g23_drop", g23_drop, 0.0, 1.0),
+                              ("norm_drop", norm_drop, 0.0, 1.0), ("erank_drop", erank_drop, 0.0, 1.0),
+                              ("val_loss_frac", val_loss_frac, 0.0, 1.0)):
         if isinstance(val, bool) or not isinstance(val, (int, float)) or not lo < val <= hi:
             raise SedvizError(f"{fn}({name}={val!r}): expected a number in ({lo}, {hi}].")
     if isinstance(g23_rise, bool) or not isinstance(g23_rise, (int, float)) or g23_rise < 1:
         raise SedvizError(f"{fn}(g23_rise={g23_rise!r}): expected a number >= 1, e.g. 1.25.")
+    if isinstance(slope_threshold, bool) or not isinstance(slope_threshold, (int, float)):
+        raise SedvizError(f"{fn}(slope_threshold={slope_threshold!r}): expected a number (log-ratio per checkpoint).")
+    return persist, slope_span, baseline
+
+
+def _detectors(detector, fn):
+    if detector == "all":
+        return list(DETECTORS)
+    dets = [detector] if isinstance(detector, str) else list(detector) if detector is not None else []
+    if not dets or any(d not in DETECTORS for d in dets) or len(set(dets)) != len(dets):
+        raise SedvizError(f"{fn}(detector={detector!r}): expected \"all\" or one or more of {DETECTORS}.")
+    return dets
+
+
+def describe(ew: xr.Dataset, run: str, detector: str | None = None) -> str:
+    """One sentence saying what the detector did on ``run``: fired before the grok (with the lead),
+    fired after it, did not fire, or fired on a run that never grokked."""
+    det = str(detector if detector is not None else ew["detector"].values[0])
+    st = str(ew["status"].sel(run=run, detector=det).values)
+    fire = float(ew["fire_step"].sel(run=run, detector=det))
+    grok = float(ew["grok_step"].sel(run=run))
+    if st == "fired_before_grok":
+        return (f"{run}: {det} fired at step {fire:.0f}, before the grok at step {grok:.0f} "
+                f"(lead {grok - fire:.0f} steps, {100 * (grok - fire) / grok:.0f}% of the grok step).")
+    if st == "fired_after_grok":
+        return (f"{run}: {det} fired at step {fire:.0f}, after the grok at step {grok:.0f}: "
+                f"a late warning ({fire - grok:.0f} steps late), of no use as an early warning.")
+    if st == "not_fired":
+        return f"{run}: {det} did not fire, although the run grokked at step {grok:.0f} (a miss)."
+    if st == "fired_no_grok":
+        return f"{run}: {det} fired at step {fire:.0f} on a run that never grokked (a false alarm)."
+    return f"{run}: {det} did not fire, and the run never grokked (correctly silent)."
+
+
+def early_warning(ds: xr.Dataset, *, threshold_acc: float = 0.9, detector=DEFAULT_DETECTOR, window: int = 10,
+                  norm_drop: float = 0.07, erank_drop: float = 0.08, val_loss_frac: float = 0.6,
+                  slope_span: int = 5, slope_threshold: float = 0.1, g23_drop: float = 0.5,
+                  g23_rise: float = 1.25, baseline: int = 10, persist: int = 3, spike_factor=2.0,
+                  memorized_acc: float | None = 0.99, params="attn", exact=None, metric: str = "val_acc",
+                  train_metric: str = "train_acc", loss_metric: str = "val_loss", layers=None) -> xr.Dataset:
+    """Grok step, detector fire steps, lead times and each run's outcome (docs/methods.md#early-warning).
+
+    The grok step is the first step where ``metric`` (validation accuracy) >= ``threshold_acc``.
+    Every detector (module docstring, :data:`DETECTORS`) is armed at the memorization step, the
+    first checkpoint where ``train_metric`` >= ``memorized_acc``: before it, weights grow and
+    change shape fast in every run, grokking or not. A run that never fits its training set is
+    never armed; without a ``train_metric`` variable (or with ``memorized_acc=None``) the rules are
+    armed from the first checkpoint. A detector fires at the first checkpoint where its rule has
+    held for ``persist`` consecutive checkpoints (the step of the last of them);
+    lead = grok step - fire step (steps; positive: the warning came first).
+
+    Defaults (``detector="wnorm"``, ``norm_drop`` 0.07, ``persist`` 3 and the others) were chosen
+    on the tuning half of the grokking suite only; docs/suite.md gives the tuning grid and the
+    held-out table (hit rate, false alarms, lead median and spread). Treat leads as measurements
+    on those runs, not a promise.
+
+    "slope" and "g23" read the window Gram of ``window`` consecutive updates of the ``params``
+    group (attention by default; docs/methods.md#spectral-edge). Spike guard: an update whose norm exceeds
+    ``spike_factor`` x the median norm of the 2W updates before it marks a loss spike (Adam's
+    "slingshots"); windows that hold one are not usable by these two rules: no rule holds there,
+    they do not enter the baseline, the slope or the running maximum, and they break a
+    ``persist`` streak. ``spike_factor=None`` turns the guard off. "slope" holds where the slope
+    of log(s_2/s_3) over the trailing ``slope_span`` usable windows exceeds max(``slope_threshold``,
+    its largest value over the first ``baseline`` slopes); "g23" holds where s_2^2 - s_3^2 has
+    fallen by more than ``g23_drop`` below its running maximum after the baseline, that maximum
+    having risen above ``g23_rise`` x the baseline maximum (the running maximum restarts after a spike).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A sedviz Dataset with ``fro_norm``/``eff_rank``, the metric logs and, for "slope"/"g23",
+        ``delta_dot`` or ``sketch``.
+    detector : str or sequence of str
+        Any of :data:`DETECTORS`, or "all". Default: :data:`DEFAULT_DETECTOR`.
+    norm_drop, erank_drop : float in (0, 1]
+        Fractional drop below the running maximum since memorization that "wnorm"/"erank" need.
+    val_loss_frac : float in (0, 1]
+        "val_loss" holds where val_loss <= this x its running maximum since memorization.
+    persist : int >= 1
+        Consecutive checkpoints a rule must hold.
+    window, slope_span, slope_threshold, g23_drop, g23_rise, baseline, spike_factor : the Gram rules (above).
+    memorized_acc : float in (0, 1] or None
+        Training accuracy that arms the rules (above); None arms them from the start.
+    params, exact : see :func:`sedviz.analysis.edge.edge` (default: the attention parameters).
+        ``layers=`` is the deprecated name of ``params=``.
+    metric, train_metric, loss_metric : str
+        The (run, step) validation accuracy, training accuracy and validation loss variables.
+
+    Returns
+    -------
+    xarray.Dataset with ``grok_step``, ``armed_step`` (run); ``fire_step``, ``lead``, ``lead_frac``
+    (lead / grok step), ``fired`` (bool), ``status`` (str, one of :data:`STATUS`), ``level``
+    (run, detector); ``signal``, ``rule_holds`` (run, detector, step); ``s2_s3``, ``spike``,
+    ``usable`` (run, step) of the Gram rules. :func:`describe` turns a status into a sentence.
+    """
+    fn = "early_warning"
+    params = _deprecated_layers(fn, params, layers)
+    ds = T.check_dataset(ds, fn)
+    dets = _detectors(detector, fn)
+    window = T.check_window(window, "window", fn, minimum=3)
     if spike_factor is not None and (isinstance(spike_factor, bool) or not isinstance(spike_factor, (int, float))
                                      or spike_factor <= 1):
         raise SedvizError(f"{fn}(spike_factor={spike_factor!r}): expected a number > 1 (e.g. 2.0) or None.")
-    if isinstance(slope_threshold, bool) or not isinstance(slope_threshold, (int, float)):
-        raise SedvizError(f"{fn}(slope_threshold={slope_threshold!r}): expected a number (log-ratio per checkpoint).")
     if not isinstance(metric, str) or metric not in ds.data_vars or set(ds[metric].dims) != {"run", "step"}:
         have = [v for v in ds.data_vars if set(ds[v].dims) == {"run", "step"}]
         raise SedvizError(
@@ -250,83 +487,29 @@ def early_warning(ds: xr.Dataset, *, threshold_acc: float = 0.9, detector=DETECT
     if memorized_acc is not None and (isinstance(memorized_acc, bool) or not isinstance(memorized_acc, (int, float))
                                       or not 0 < memorized_acc <= 1):
         raise SedvizError(f"{fn}(memorized_acc={memorized_acc!r}): expected a number in (0, 1] (e.g. 0.99) or None.")
-    use_train = memorized_acc is not None and isinstance(train_metric, str) and train_metric in ds.data_vars
     T.check_exact(exact, fn)
-    params = T.select_params(ds, layers, fn)
-    src = T.resolve_source(ds, exact, window - 1, fn, f"window={window}")
-
-    runs = [str(r) for r in ds["run"].values]
-    steps_all = ds["step"].values
-    nR, nD, nS = len(runs), len(dets), len(steps_all)
-    signal = np.full((nR, nD, nS), np.nan)
-    holds = np.zeros((nR, nD, nS), dtype=bool)
-    fire = np.full((nR, nD), np.nan)
-    level = np.full((nR, nD), np.nan)
-    ratio = np.full((nR, nS), np.nan)
-    spike = np.zeros((nR, nS), dtype=bool)
-    usable = np.zeros((nR, nS), dtype=bool)
-    grok = np.full(nR, np.nan)
-    armed_step = np.full(nR, np.nan)
-    for ir, run in enumerate(runs):
-        grok[ir] = grok_step(steps_all, ds[metric].sel(run=run).transpose("step").values, threshold_acc)
-        if use_train:
-            arm = grok_step(steps_all, ds[train_metric].sel(run=run).transpose("step").values, memorized_acc)
-        else:
-            arm = -np.inf
-        armed_step[ir] = arm if np.isfinite(arm) else np.nan  # -inf (armed from the start) is fixed below
-        up = T.run_updates(ds, run, params, src, lag=window - 1 if src == "delta_dot" else None)
-        if arm == -np.inf and up.n:
-            armed_step[ir] = up.steps[0]
-        G = T.window_grams(up.band_to(window - 1), window)
-        if G.shape[0] == 0:
-            continue
-        s = np.sqrt(T.gram_eigvals(G))
-        pos = T.step_positions(steps_all, up.steps[window - 1:])
-        norms = np.sqrt(np.clip(np.diagonal(G, axis1=1, axis2=2), 0, None))  # ||d|| of each window's rows
-        norms = np.concatenate([norms[0], norms[1:, -1]])  # ||d_j|| for every update j
-        sp = spikes(norms, float(spike_factor), 2 * window) if spike_factor else np.zeros(up.n, dtype=bool)
-        spike[ir, T.step_positions(steps_all, up.steps)] = sp
-        clean = ~np.lib.stride_tricks.sliding_window_view(sp, window).any(axis=1)
-        clean &= up.steps[: up.n - window + 1] > arm  # every update of the window after memorization
-        usable[ir, pos] = clean
-        s2, s3 = s[:, 1], s[:, 2]
-        ratio[ir, pos] = s2 / np.maximum(s3, T.GAP_FLOOR)
-        lr23 = np.log(np.maximum(s2, T.GAP_FLOOR) / np.maximum(s3, T.GAP_FLOOR))
-        for idet, det in enumerate(dets):
-            if det == "slope":
-                sig, cond, lev = _slope_rule(lr23, clean, span=slope_span, threshold=float(slope_threshold),
-                                             baseline=baseline)
-            else:
-                sig = s2**2 - s3**2
-                cond, lev = _g23_rule(sig, clean, drop=float(g23_drop), rise=float(g23_rise), baseline=baseline)
-            signal[ir, idet, pos] = sig
-            holds[ir, idet, pos] = cond
-            level[ir, idet] = lev
-            i = _first_persistent(cond, persist)
-            if i >= 0:
-                fire[ir, idet] = up.steps[window - 1 + i]
-    lead = grok[:, None] - fire
-    out = xr.Dataset(coords={"run": runs, "detector": np.array(dets, dtype=str), "step": steps_all})
-    out["grok_step"] = ("run", grok, {"long_name": f"first step with {metric} >= {threshold_acc}"})
-    out["armed_step"] = ("run", armed_step, {"long_name": f"first step with {train_metric} >= {memorized_acc}"})
-    out["fire_step"] = (("run", "detector"), fire, {"long_name": "first step the detector's rule held"})
-    out["lead"] = (("run", "detector"), lead, {"long_name": "grok_step - fire_step", "units": "steps"})
-    out["fired"] = (("run", "detector"), np.isfinite(fire))
-    out["signal"] = (("run", "detector", "step"), signal,
-                     {"long_name": "slope: d log(s2/s3) per checkpoint; g23: s2^2 - s3^2"})
-    out["rule_holds"] = (("run", "detector", "step"), holds)
-    out["level"] = (("run", "detector"), level,
-                    {"long_name": "slope: threshold in force; g23: baseline maximum of g23"})
-    out["s2_s3"] = (("run", "step"), ratio, {"long_name": "s2 / s3 of the update window", "units": "1"})
-    out["spike"] = (("run", "step"), spike, {"long_name": "update flagged by the spike guard"})
-    out["usable"] = (("run", "step"), usable, {"long_name": "window free of spikes, used by the rules"})
-    out.attrs.update(
-        method="docs/methods.md#early-warning; Xu, grokking companion of Spectral Edge Dynamics (arXiv 2603.15678)",
-        options=T.options_attr(threshold_acc=threshold_acc, detector=dets, window=window, slope_span=slope_span,
-                               slope_threshold=slope_threshold, g23_drop=g23_drop, g23_rise=g23_rise,
-                               baseline=baseline, persist=persist, spike_factor=spike_factor,
-                               memorized_acc=memorized_acc if use_train else None, layers=layers, exact=exact,
-                               metric=metric, train_metric=train_metric, source=src),
-        params=json.dumps(params),
-    )
+    _check_opts(fn, threshold_acc, norm_drop, erank_drop, val_loss_frac, persist, slope_span, slope_threshold,
+                g23_drop, g23_rise, baseline)
+    need_gram = any(d in ("slope", "g23") for d in dets)
+    if need_gram:
+        T.select_params(ds, params, fn, name="params")  # a clear error for a group that is not there
+        T.resolve_source(ds, exact, window - 1, fn, f"window={window}")
+    for d in dets:
+        need = {"wnorm": "fro_norm", "erank": "eff_rank", "val_loss": loss_metric, "wnorm_erank": "fro_norm"}.get(d)
+        if need and need not in ds.data_vars:
+            raise SedvizError(f"{fn}(detector={d!r}): needs the Dataset variable {need!r}, which is missing; "
+                              f"choose another detector (one of {DETECTORS}).")
+    sig = signals(ds, params=params, window=window, spike_factor=spike_factor, memorized_acc=memorized_acc,
+                  exact=exact, metric=metric, train_metric=train_metric, loss_metric=loss_metric)
+    out = detect(sig, detector=dets, threshold_acc=threshold_acc, norm_drop=norm_drop, erank_drop=erank_drop,
+                 val_loss_frac=val_loss_frac, persist=persist, slope_span=slope_span,
+                 slope_threshold=slope_threshold, g23_drop=g23_drop, g23_rise=g23_rise, baseline=baseline)
+    out["s2_s3"] = (("run", "step"), np.exp(sig["log_s2_s3"].values),
+                    {"long_name": "s2 / s3 of the update window", "units": "1"})
+    out["spike"] = sig["spike"].assign_attrs(long_name="update flagged by the spike guard")
+    out["usable"] = sig["usable"].assign_attrs(long_name="window free of spikes, used by the Gram rules")
+    opts = json.loads(sig.attrs["options"]) | json.loads(out.attrs.pop("detect_options"))
+    out.attrs.update(method="docs/methods.md#early-warning; weight norm and effective rank (Yunis et al. 2024); spectral edge "
+                            "(Xu, arXiv 2603.15678)",
+                     options=json.dumps(opts), params=sig.attrs["params"])
     return out

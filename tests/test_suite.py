@@ -1,0 +1,132 @@
+"""The grokking suite and the calibrated early warning (docs/suite.md).
+
+- detector rules on hand-made signal series, fire steps computed by hand;
+- the held-out figures of the default detector, recomputed from the shipped series;
+- a fresh retrain of a held-out pair through ``sedviz suite --only``: the default detector fires
+  before the grok on the grokking run and stays silent on its control.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from sedviz.analysis.warning import DEFAULT_DETECTOR, describe, detect
+
+STEPS = np.arange(0, 130, 10)
+
+
+def make_sig(**series):
+    """A signals Dataset (run, step) with one run per entry of each series; armed at train_acc >= 0.99."""
+    runs = list(series["val_acc"])
+    ds = xr.Dataset(coords={"run": runs, "step": STEPS})
+    for name in ("weight_norm", "eff_rank", "val_loss", "val_acc", "train_acc", "g23", "log_s2_s3"):
+        v = np.full((len(runs), len(STEPS)), np.nan)
+        for i, r in enumerate(runs):
+            if name in series and r in series[name]:
+                v[i] = series[name][r]
+        ds[name] = (("run", "step"), v)
+    ds["usable"] = (("run", "step"), np.zeros((len(runs), len(STEPS)), dtype=bool))
+    ds["spike"] = ds["usable"]
+    arm = []
+    for r in runs:
+        t = np.asarray(series["train_acc"][r])
+        arm.append(float(STEPS[np.flatnonzero(t >= 0.99)[0]]) if (t >= 0.99).any() else np.nan)
+    ds["armed_step"] = ("run", np.array(arm))
+    return ds
+
+
+TRAIN = np.array([0.1, 0.5] + [1.0] * 11)  # memorized at step 20
+#                 0    10   20   30   40   50   60   70   80   90   100  110  120
+NORM_G = np.array([5.0, 9.0, 10., 11., 12., 11.8, 11.5, 11.1, 11.0, 10.9, 10.0, 9.0, 8.0])
+NORM_C = np.array([5.0, 9.0, 10., 11., 12., 12.5, 13.0, 13.2, 13.4, 13.5, 13.6, 13.7, 13.8])
+ACC_G = np.array([0.0] * 10 + [0.5, 0.95, 1.0])  # grok step 110
+ACC_C = np.full(13, 0.02)
+
+
+def test_wnorm_fires_where_the_norm_has_fallen_persistently():
+    sig = make_sig(val_acc={"g": ACC_G, "c": ACC_C}, train_acc={"g": TRAIN, "c": TRAIN},
+                   weight_norm={"g": NORM_G, "c": NORM_C})
+    ew = detect(sig, detector="wnorm", norm_drop=0.07, persist=3)
+    # g: peak 12 at step 40; drop 1 - v/12 >= 0.07 <=> v <= 11.16: steps 70 (11.1), 80, 90 -> fires at 90
+    assert float(ew.fire_step.sel(run="g", detector="wnorm")) == 90
+    assert float(ew.lead.sel(run="g", detector="wnorm")) == 20
+    assert float(ew.lead_frac.sel(run="g", detector="wnorm")) == pytest.approx(20 / 110)
+    np.testing.assert_allclose(ew.signal.sel(run="g", detector="wnorm").values[2:],
+                               1 - NORM_G[2:] / np.maximum.accumulate(NORM_G[2:]))
+    assert np.isnan(ew.signal.sel(run="g", detector="wnorm").values[:2]).all()  # before memorization
+    assert str(ew.status.sel(run="g", detector="wnorm").values) == "fired_before_grok"
+    assert str(ew.status.sel(run="c", detector="wnorm").values) == "silent_no_grok"
+    # persist 1: the first step with drop >= 0.07 is 70; a larger drop 0.2 (v <= 9.6) first holds at 110 = the grok
+    assert float(detect(sig, detector="wnorm", norm_drop=0.07, persist=1).fire_step.sel(run="g", detector="wnorm")) == 70
+    late = detect(sig, detector="wnorm", norm_drop=0.2, persist=2)  # 110, 120 -> fires at 120, after the grok
+    assert float(late.fire_step.sel(run="g", detector="wnorm")) == 120
+    assert str(late.status.sel(run="g", detector="wnorm").values) == "fired_after_grok"
+    assert "after the grok at step 110" in describe(late, "g")
+    assert "never grokked (correctly silent)" in describe(late, "c")
+
+
+def test_arming_and_false_alarm_and_miss():
+    # the control's norm falls before memorization (ignored) and after it (a false alarm)
+    norm_c = np.array([12.0, 9.0, 10., 11., 12., 10.0, 10.0, 10.0, 10.0, 10., 10., 10., 10.])
+    never = np.full(13, 0.5)  # never memorizes: never armed
+    sig = make_sig(val_acc={"c": ACC_C, "n": ACC_G}, train_acc={"c": TRAIN, "n": never},
+                   weight_norm={"c": norm_c, "n": NORM_G})
+    ew = detect(sig, detector="wnorm", norm_drop=0.1, persist=3)
+    # c: armed at 20 (value 10), peak 12 at 40, then 10 (drop 1/6 >= 0.1) at 50, 60, 70 -> fires at 70
+    assert float(ew.fire_step.sel(run="c", detector="wnorm")) == 70
+    assert str(ew.status.sel(run="c", detector="wnorm").values) == "fired_no_grok"
+    assert "never grokked (a false alarm)" in describe(ew, "c")
+    assert str(ew.status.sel(run="n", detector="wnorm").values) == "not_fired"
+    assert "did not fire, although the run grokked at step 110" in describe(ew, "n")
+    assert np.isnan(float(ew.armed_step.sel(run="n")))
+
+
+def test_erank_val_loss_and_combined_rules():
+    er = np.array([0.9, 0.95, 0.96, 0.97, 0.97, 0.95, 0.92, 0.88, 0.87, 0.86, 0.8, 0.7, 0.6])
+    vl = np.array([4.0, 5.0, 6.0, 7.0, 8.0, 7.0, 6.0, 5.0, 4.5, 4.0, 2.0, 0.5, 0.1])
+    sig = make_sig(val_acc={"g": ACC_G}, train_acc={"g": TRAIN}, weight_norm={"g": NORM_G}, eff_rank={"g": er},
+                   val_loss={"g": vl})
+    ew = detect(sig, detector=["erank", "val_loss", "wnorm_erank"], norm_drop=0.07, erank_drop=0.08,
+                val_loss_frac=0.6, persist=2)
+    # erank: peak 0.97; drop >= 0.08 <=> er <= 0.8924: 0.88 at 70, 0.87 at 80 -> fires at 80
+    assert float(ew.fire_step.sel(run="g", detector="erank")) == 80
+    # val_loss: peak 8 at 40; <= 4.8 at 80 (4.5), 90 (4.0) -> fires at 90
+    assert float(ew.fire_step.sel(run="g", detector="val_loss")) == 90
+    # wnorm (v <= 11.16: 70, 80, ...) and erank (70, 80, ...) both hold at 70, 80 -> fires at 80
+    assert float(ew.fire_step.sel(run="g", detector="wnorm_erank")) == 80
+    comb = ew.signal.sel(run="g", detector="wnorm_erank").values
+    d1 = 1 - NORM_G[2:] / np.maximum.accumulate(NORM_G[2:])  # armed at step 20 (index 2)
+    d2 = 1 - er[2:] / np.maximum.accumulate(er[2:])
+    np.testing.assert_allclose(comb[2:], np.minimum(d1 / 0.07, d2 / 0.08))
+    assert (ew.status.values == "fired_before_grok").all()
+
+
+# ------------------------------------------------------------------- the shipped suite
+
+
+def test_split_rule_and_pairs():
+    from sedviz import suite
+
+    names = list(suite.PAIRS)
+    assert len(names) >= 24
+    assert [suite.split_of(p) for p in names[:4]] == ["tuning", "heldout", "tuning", "heldout"]
+    cfgs = [suite.pair_config(p) for p in names]
+    assert {c["arch"] for c in cfgs} == {"transformer", "mlp"} and {c["n_layers"] for c in cfgs} == {1, 2}
+    assert {c["op"] for c in cfgs} == {"add", "sub", "mul"} and len({c["every"] for c in cfgs}) >= 3
+    for p in names:  # a control differs from its grokking run only by weight decay 0
+        a, b = suite.pair_config(p), suite.pair_config(p, control=True)
+        assert b["weight_decay"] == 0 < a["weight_decay"] and {k for k in a if a[k] != b[k]} == {"weight_decay"}
+
+
+def test_heldout_figures_of_the_default_detector():
+    """The held-out half, recomputed from the shipped series with early_warning's defaults."""
+    from sedviz import suite
+
+    table, sig = suite.load_suite()
+    held = suite.split_runs(table, "heldout")
+    assert len(held) == 2 * sum(suite.split_of(p) == "heldout" for p in suite.PAIRS)
+    ew = detect(sig.sel(run=held))
+    assert ew.detector.values.tolist() == [DEFAULT_DETECTOR]
+    sc = suite.score(ew, table, held)[DEFAULT_DETECTOR]
+    HELDOUT_CHECKS(sc)
