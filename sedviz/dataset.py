@@ -73,6 +73,16 @@ VARIABLE_ATTRS: dict[str, dict[str, str]] = {
     "delta_dot": {"long_name": "dot product of updates",
                   "description": "<d_i, d_(i-lag)> per parameter, d_i the change since the previous saved checkpoint; "
                   f"NaN where undefined ({M}#spectral-edge)"},
+    **{f"grad_{name}": {**attrs, "long_name": f"gradient {attrs['long_name']}",
+                        "description": "of the gradient at the recorded step, not the weights (sedviz.Recorder(grads=True)): "
+                        + attrs["description"]}
+       for name, attrs in (("sv", {"long_name": "singular value", "description": "singular values, descending"}),
+                           ("eff_rank", {"long_name": "normalized effective rank", "units": "1",
+                                         "description": f"as eff_rank ({M}#effective-rank)"}),
+                           ("stable_rank", {"long_name": "stable rank", "units": "1",
+                                            "description": f"as stable_rank ({M}#norms-and-stable-rank)"}),
+                           ("spectral_norm", {"long_name": "spectral norm", "description": "largest singular value"}),
+                           ("fro_norm", {"long_name": "Frobenius norm", "description": "root of the sum of squares"}))},
     "train_loss": {"long_name": "training loss", "description": "from the run's metric log, at the checkpoint steps"},
     "val_loss": {"long_name": "validation loss", "description": "from the run's metric log, at the checkpoint steps"},
     "train_acc": {"long_name": "training accuracy", "units": "1",
@@ -101,7 +111,8 @@ COORD_ATTRS: dict[str, dict[str, str]] = {
 }
 #: Data variables in this order, first to last; others (more metric columns) follow by name.
 VARIABLE_ORDER = ("sv", "eff_rank", "stable_rank", "spectral_norm", "fro_norm", "sva", "sva_score", "align",
-                  "align_score", "sketch", "delta_dot", "train_loss", "val_loss", "train_acc", "val_acc")
+                  "align_score", "sketch", "delta_dot", "grad_sv", "grad_eff_rank", "grad_stable_rank",
+                  "grad_spectral_norm", "grad_fro_norm", "train_loss", "val_loss", "train_acc", "val_acc")
 
 
 def describe(ds: xr.Dataset) -> xr.Dataset:

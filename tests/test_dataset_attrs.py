@@ -67,3 +67,10 @@ def test_describe_normalises_object_strings_and_metric_columns():
     assert out.run.dtype == np.dtype("<U1") and out.run.values.tolist() == ["a"]
     assert out.grad_norm.attrs == {"long_name": "grad norm", "description": "from the run's metric log, at the checkpoint steps"}
     np.testing.assert_array_equal(out.sv.values, ds.sv.values)
+
+
+def test_every_record_variable_has_attrs():
+    from sedviz.dataset import RECORD_DIMS
+
+    assert set(RECORD_DIMS) <= set(VARIABLE_ATTRS) and set(RECORD_DIMS) <= set(VARIABLE_ORDER)
+    assert VARIABLE_ATTRS["grad_eff_rank"]["units"] == "1" and "gradient" in VARIABLE_ATTRS["grad_sv"]["long_name"]

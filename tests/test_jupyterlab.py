@@ -91,7 +91,8 @@ def jupyterlab(root: Path, scratch: Path):
            "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
            "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
            "--LabApp.extension_manager=readonly", f"--LabApp.user_settings_dir={settings}",
-           f"--LabApp.workspaces_dir={scratch / 'workspaces'}"]
+           f"--LabApp.workspaces_dir={scratch / 'workspaces'}",
+           "--LabApp.expose_app_in_browser=True"]  # window.jupyterapp: the notebook model, for _run_notebook
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")
     log = open(scratch / "server.log", "w")
@@ -151,18 +152,24 @@ _TRACEBACKS_JS = """() => [...document.querySelectorAll('.jp-OutputArea-output[d
   .map((e) => e.innerText).filter((t) => t.includes('Traceback (most recent call last)'))"""
 
 
-def _run_notebook(page, base, token, name: str, shoot, timeout: float = 600) -> None:
-    """Open a notebook, Run All Cells from the menu, wait until every code cell has run without a
-    traceback, and take a screenshot of the whole notebook."""
+def _run_notebook(page, base, token, name: str, n_code: int, shoot, timeout: float = 600) -> None:
+    """Open a notebook, Run All Cells from the menu, wait until its ``n_code`` code cells have run
+    without a traceback, and take a screenshot of it."""
     page.goto(f"{base}/lab/tree/{name}?token={token}")
-    page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell")
-    page.wait_for_selector("#jp-main-statusbar >> text=Idle")
+    panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+    page.locator(".lm-TabBar-tab.lm-mod-current", has_text=name.removesuffix(".ipynb")[:12]).first.wait_for()
+    panel.locator(".jp-Cell").first.wait_for()
+    page.wait_for_selector("#jp-main-statusbar >> text=Idle")  # this notebook's kernel has started
+    panel.locator(".jp-Cell").first.click()  # the notebook has the focus: Run All runs this one
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
     deadline = time.monotonic() + timeout
-    done = ("() => [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')]"
-            ".every(p => /\\[\\d+\\]/.test(p.textContent))")
-    while not page.evaluate(done):
+    # Count executed code cells in the notebook's model (cells scrolled out of view may not be in the DOM).
+    done = ("([name, n]) => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+            " if (!w || !w.context || !w.context.path.endsWith(name)) return false;"
+            " const cells = [...w.content.model.cells].filter(c => c.type === 'code');"
+            " return cells.length === n && cells.every(c => c.executionCount !== null && c.executionCount > 0); }")
+    while not page.evaluate(done, [name, n_code]):
         tracebacks = page.evaluate(_TRACEBACKS_JS)
         if tracebacks:
             raise AssertionError(f"{name}: a cell raised:\n" + tracebacks[0][-3000:])
@@ -227,7 +234,9 @@ def test_quickstart_explorer_in_jupyterlab(tmp_path):
                 if real:
                     for nb in sorted(root.glob("*.ipynb")):
                         if nb.name not in ("quickstart.ipynb", "report.ipynb"):
-                            _run_notebook(page, base, token, nb.name, shoot)
+                            cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]
+                            n_code = sum(c["cell_type"] == "code" for c in cells)
+                            _run_notebook(page, base, token, nb.name, n_code, shoot)
                     assert log.blocked == [], f"requests outside the JupyterLab server: {log.blocked}"
             except Exception:
                 page.screenshot(path=str(tmp_path / "failure.png"))
