@@ -354,7 +354,7 @@ def check_05(nb, ds, p, variant):
     from sedviz.analysis.warning import describe
 
     ew = analysis.early_warning(ds, threshold_acc=p["threshold_acc"], window=p["window"], detector=p["detectors"],
-                                params=None if p["params"] == "all" else p["params"], persist=p["persist"])
+                                params=None if p["params"] == "all" else p["params"], persist=p["persist"] or None)
     rows = _markdown_table(nb, "run / detector")
     assert len(rows) == ew.sizes["run"] * len(p["detectors"])
     for row in rows:

@@ -129,4 +129,36 @@ def test_heldout_figures_of_the_default_detector():
     ew = detect(sig.sel(run=held))
     assert ew.detector.values.tolist() == [DEFAULT_DETECTOR]
     sc = suite.score(ew, table, held)[DEFAULT_DETECTOR]
-    HELDOUT_CHECKS(sc)
+    # measured (docs/suite.md): 12/12 grokking runs warned before the grok; 1/14 runs that never grokked
+    # fired (m_add_p31_wd2_wd, weight decay 2, val acc 0.896 at the end); 0/13 controls; lead median
+    # 770 steps (IQR 560-960), 0.85 of the grok step
+    assert sc["n_grok"] == 12 and sc["n_nogrok"] == 14 and sc["n_control"] == 13
+    assert sc["hit_rate"] >= 0.9
+    assert sc["false_alarm_rate"] <= 0.1 and sc["control_fire_rate"] <= 0.1
+    assert sc["lead_median"] >= 500 and sc["lead_frac_median"] >= 0.7
+    assert (ew.status.sel(run=[r for r in held if table[r]["role"] == "control"]) == "silent_no_grok").all()
+
+
+@pytest.mark.slow
+def test_suite_command_retrains_a_heldout_pair(tmp_path, capsys):
+    """`sedviz suite --only PAIR` end to end (train on CPU, compute into a store), on a held-out pair:
+    on this fresh retrain the default detector warns before the grok and stays silent on the control."""
+    import sedviz
+    from sedviz import suite
+    from sedviz.analysis.warning import early_warning
+    from sedviz.cli import main
+
+    pair = "m_add_p23"  # shipped: grok step 1020, wnorm fires at 140 (a few steps of CPU: 2000 steps each)
+    assert suite.split_of(pair) == "heldout"
+    assert main(["suite", "--only", pair, "--out", str(tmp_path / "runs"), "-q"]) == 0
+    assert "trained 2 runs" in capsys.readouterr().out
+    ds = sedviz.open(tmp_path / "runs" / "suite.zarr")
+    wd, ctl = suite.run_names(pair)
+    assert sorted(ds.run.values.tolist()) == sorted([wd, ctl])
+    ew = early_warning(ds)
+    assert str(ew.status.sel(run=wd, detector=DEFAULT_DETECTOR).values) == "fired_before_grok"
+    assert str(ew.status.sel(run=ctl, detector=DEFAULT_DETECTOR).values) == "silent_no_grok"
+    # the retrain agrees with the shipped summary of this pair (same code, same seeds)
+    table, _ = suite.load_suite()
+    assert float(ew.grok_step.sel(run=wd)) == pytest.approx(table[wd]["grok_step"], rel=0.1)
+    assert float(ew.armed_step.sel(run=wd)) == pytest.approx(table[wd]["memo_step"], rel=0.2)
