@@ -678,6 +678,8 @@ def nb05() -> list:
             One row per run and detector. The outcome is `fired_before_grok` (a warning, lead > 0),
             `fired_after_grok` (a late warning, of no use), `not_fired` (the run grokked, the detector missed it),
             `fired_no_grok` (a false alarm) or `silent_no_grok` (the run never grokked and the detector stayed silent).
+            In the demo, wnorm fires on the control `grok_wd0` at step 2500, where its weight norm dips 2% after a loss
+            spike: a false alarm of the default tuned on the grokking suite (docs/suite.md).
         """),
         code("""
             rows = []
