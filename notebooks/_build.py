@@ -662,7 +662,7 @@ def nb05() -> list:
         Did a run grok, and how early could we have known? The grok step is the first step where validation
         accuracy reaches `threshold_acc` (docs/methods.md#early-warning). Each detector watches one signal from the memorization step on
         (training accuracy >= 0.99) and fires once its rule has held for `persist` consecutive checkpoints:
-        *wnorm* when the total weight norm has fallen 7% below its peak, *erank* when the mean effective rank of the
+        *wnorm* when the total weight norm has fallen 2% below its peak, *erank* when the mean effective rank of the
         attention and MLP matrices has fallen, *val_loss* when validation loss has fallen well below its peak, and
         the spectral detectors of the grokking companion of {S}: *slope* (log(s2/s3) of the update windows rises
         fast) and *g23* (s2^2 - s3^2 builds up, then collapses). *wnorm* is the default: on the held-out half of
@@ -679,7 +679,7 @@ def nb05() -> list:
         window: int = 10  # window size W of the update Gram of slope and g23, in checkpoints
         params: str = "attn"  # parameter group slope and g23 watch: a kind or kind prefix ("attn"), a parameter name, or "all"
         detectors: list[str] = ["wnorm", "g23", "slope"]  # any of wnorm, erank, val_loss, wnorm_erank, slope, g23
-        persist: int = 3  # consecutive checkpoints a detector's rule must hold before it fires
+        persist: int = 0  # consecutive checkpoints a detector's rule must hold before it fires; 0: each detector's default
         """,
         extra_setup=MD_TABLE,
     )
@@ -688,7 +688,7 @@ def nb05() -> list:
             from sedviz.analysis.warning import describe
 
             ew = analysis.early_warning(ds, threshold_acc=threshold_acc, window=window, detector=detectors,
-                                        params=None if params == "all" else params, persist=persist)
+                                        params=None if params == "all" else params, persist=persist or None)
             ew[["grok_step", "fire_step", "lead", "status"]]
         """),
         md("""
@@ -697,6 +697,8 @@ def nb05() -> list:
             One row per run and detector. The outcome is `fired_before_grok` (a warning, lead > 0),
             `fired_after_grok` (a late warning, of no use), `not_fired` (the run grokked, the detector missed it),
             `fired_no_grok` (a false alarm) or `silent_no_grok` (the run never grokked and the detector stayed silent).
+            In the demo, wnorm fires on the control `grok_wd0` at step 2500, where its weight norm dips 2% after a loss
+            spike: a false alarm of the default tuned on the grokking suite (docs/suite.md).
         """),
         code("""
             rows = []

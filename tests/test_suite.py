@@ -129,4 +129,88 @@ def test_heldout_figures_of_the_default_detector():
     ew = detect(sig.sel(run=held))
     assert ew.detector.values.tolist() == [DEFAULT_DETECTOR]
     sc = suite.score(ew, table, held)[DEFAULT_DETECTOR]
-    HELDOUT_CHECKS(sc)
+    # measured (docs/suite.md): 12/12 grokking runs warned before the grok; 1/14 runs that never grokked
+    # fired (m_add_p31_wd2_wd, weight decay 2, val acc 0.896 at the end); 0/13 controls; lead median
+    # 770 steps (IQR 560-960), 0.85 of the grok step
+    assert sc["n_grok"] == 12 and sc["n_nogrok"] == 14 and sc["n_control"] == 13
+    assert sc["hit_rate"] >= 0.9
+    assert sc["false_alarm_rate"] <= 0.1 and sc["control_fire_rate"] <= 0.1
+    assert sc["lead_median"] >= 500 and sc["lead_frac_median"] >= 0.7
+    assert (ew.status.sel(run=[r for r in held if table[r]["role"] == "control"]) == "silent_no_grok").all()
+
+
+@pytest.mark.slow
+def test_suite_command_retrains_a_heldout_pair(tmp_path, capsys):
+    """`sedviz suite --only PAIR` end to end (train on CPU, compute into a store), on a held-out pair:
+    on this fresh retrain the default detector warns before the grok and stays silent on the control."""
+    import sedviz
+    from sedviz import suite
+    from sedviz.analysis.warning import early_warning
+    from sedviz.cli import main
+
+    pair = "m_add_p23"  # shipped: grok step 1020, wnorm fires at 140 (a few steps of CPU: 2000 steps each)
+    assert suite.split_of(pair) == "heldout"
+    assert main(["suite", "--only", pair, "--out", str(tmp_path / "runs"), "-q"]) == 0
+    assert "trained 2 runs" in capsys.readouterr().out
+    ds = sedviz.open(tmp_path / "runs" / "suite.zarr")
+    wd, ctl = suite.run_names(pair)
+    assert sorted(ds.run.values.tolist()) == sorted([wd, ctl])
+    ew = early_warning(ds)
+    assert str(ew.status.sel(run=wd, detector=DEFAULT_DETECTOR).values) == "fired_before_grok"
+    assert str(ew.status.sel(run=ctl, detector=DEFAULT_DETECTOR).values) == "silent_no_grok"
+    # the retrain agrees with the shipped summary of this pair (same code, same seeds)
+    table, _ = suite.load_suite()
+    assert float(ew.grok_step.sel(run=wd)) == pytest.approx(table[wd]["grok_step"], rel=0.1)
+    assert float(ew.armed_step.sel(run=wd)) == pytest.approx(table[wd]["memo_step"], rel=0.2)
+
+
+def _late_run(folder, grok_at: int, n: int = 14, seed: int = 0):
+    """Checkpoints of a small MLP whose weight norm grows until step 7, then shrinks 10% a step;
+    training set fit from step 1, validation accuracy jumps at ``grok_at`` (None: never)."""
+    import torch
+
+    folder.mkdir(parents=True)
+    g = torch.Generator().manual_seed(seed)
+    base = {"mlp.fc_in.weight": torch.randn(16, 8, generator=g), "mlp.fc_out.weight": torch.randn(4, 16, generator=g)}
+    lines = ["step,train_loss,train_acc,val_loss,val_acc"]
+    for step in range(n):
+        scale = 1 + 0.1 * min(step, 7) if step <= 7 else 1.7 * 0.9 ** (step - 7)
+        noise = {k: 0.01 * torch.randn(v.shape, generator=g) for k, v in base.items()}
+        torch.save({k: scale * v + noise[k] for k, v in base.items()}, folder / f"step_{step:06d}.pt")
+        acc = 1.0 if grok_at is not None and step >= grok_at else 0.05
+        lines.append(f"{step},0.01,{0.5 if step == 0 else 1.0},{2.0 - acc},{acc}")
+    (folder / "metrics.csv").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.slow
+def test_notebook_05_says_when_the_detector_fired_after_the_grok(tmp_path):
+    """A run whose weight norm falls only after its grok: notebook 05 must call the warning late."""
+    from pathlib import Path
+
+    import nbformat
+    import papermill
+
+    import sedviz
+    from sedviz.analysis.warning import early_warning
+
+    _late_run(tmp_path / "runs" / "late", grok_at=5)
+    _late_run(tmp_path / "runs" / "flat", grok_at=None, seed=1)
+    store = tmp_path / "late.zarr"
+    ds = sedviz.compute([str(tmp_path / "runs" / "late"), str(tmp_path / "runs" / "flat")], store, windows=(3,),
+                        sketch=False, sva=False, align=False, progress=False)
+    ew = early_warning(ds)
+    # norms rise to step 7, fall 10% a step after it: wnorm (drop >= 2%) fires at step 8; the grok was at 5
+    assert float(ew.fire_step.sel(run="late", detector="wnorm")) == 8
+    assert str(ew.status.sel(run="late", detector="wnorm").values) == "fired_after_grok"
+    assert str(ew.status.sel(run="flat", detector="wnorm").values) == "fired_no_grok"
+    nb_path = Path(__file__).resolve().parents[1] / "notebooks" / "05_early_warning.ipynb"
+    out = tmp_path / "05.ipynb"
+    papermill.execute_notebook(str(nb_path), str(out), parameters={"store": str(store), "window": 3, "params": "all",
+                                                                   "detectors": ["wnorm"]},
+                               kernel_name="python3", cwd=str(tmp_path), progress_bar=False, log_output=False)
+    nb = nbformat.read(out, as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                   if o.output_type == "stream")
+    assert ("late: wnorm fired at step 8, after the grok at step 5: a late warning (3 steps late), "
+            "of no use as an early warning.") in text
+    assert "flat: wnorm fired at step 8 on a run that never grokked (a false alarm)." in text
