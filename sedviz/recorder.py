@@ -117,7 +117,8 @@ class Recorder:
     every : record when ``step % every == 0`` (``record(..., force=True)`` records any step).
     grads : the callbacks also record gradient spectra (:meth:`record_grads`).
     commit_every : commit after this many records (a crash loses at most these).
-    sva_k : top singular vectors kept per layer and record for ``sva`` (default ``min(k, 16)``).
+    sva_k : top singular vectors kept per layer and record for ``sva`` (default ``min(k, 10)``, the
+        ranks ``sva_score`` averages).
     dtype, k, align, sva, pairs, n_heads, sketch, sketch_dim, sketch_seed, max_lag,
     exact_memory, kinds : as in :func:`sedviz.compute` (the same defaults; ``sketch_dim`` 200,
         ``compute``'s default for windows (10, 20); ``max_lag="all"`` is not known live).
@@ -142,7 +143,7 @@ class Recorder:
             raise SedvizError(f"on_error={on_error!r}: use 'raise' or 'skip'")
         resolve_dtype(dtype)
         self.run, self.every, self.grads, self.commit_every = str(run), every, grads, commit_every
-        self.sva_k = int(sva_k) if sva_k is not None else min(k, 16)
+        self.sva_k = int(sva_k) if sva_k is not None else min(k, 10)
         self.opts = Options(
             dtype=str(dtype), k=k, align=align, sva=sva,
             pairs=tuple(tuple(p) if isinstance(p, (list, tuple)) else p for p in pairs) if pairs else None,
