@@ -190,6 +190,7 @@ for step in range(start + 1, steps + 1):
     opt.step()
     rec.record(model, step, metrics={"loss": loss.item()})
     if step % 4 == 0:
+        rec.flush()  # commit what the checkpoint covers
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, ckpts / f"train_{step:05d}.pt")
     time.sleep(pause)
 rec.close()
