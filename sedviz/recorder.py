@@ -32,8 +32,12 @@ What is kept between records
 
 Commits, crashes and resume
 ---------------------------
-Records are committed every ``commit_every`` records (and on :meth:`flush`/:meth:`close`): a
-crash loses at most the records since the last commit. A recorder opened on a store that holds
+Records are committed once ``commit_seconds`` (default 10 s) have passed since the last commit,
+or every ``commit_every`` records when given, and on :meth:`flush`/:meth:`close`: a crash loses at
+most the records since the last commit. (A commit writes a few files and rewrites the metric log:
+~0.1-0.5 s on a busy disk, so committing every record of a fast loop would slow training.) Call
+:meth:`flush` when the training saves its own checkpoint (the callbacks do), so that a run
+resumed from that checkpoint finds every step before it in the store. A recorder opened on a store that holds
 the run continues it: a step already stored is not recorded again; its weights only warm up the
 update history (so ``record()`` the step training resumed from). After a resume ``delta_dot``
 at a lag that reaches before the resumed step is NaN (those updates were not kept), and the
@@ -50,8 +54,7 @@ gradient of the optimizer step.
 from __future__ import annotations
 
 import contextlib
-import math
-import warnings
+import time
 from pathlib import Path
 
 import numpy as np
@@ -116,8 +119,10 @@ class Recorder:
     run : the run's name in the store.
     every : record when ``step % every == 0`` (``record(..., force=True)`` records any step).
     grads : the callbacks also record gradient spectra (:meth:`record_grads`).
-    commit_every : commit after this many records (a crash loses at most these).
-    sva_k : top singular vectors kept per layer and record for ``sva`` (default ``min(k, 16)``).
+    commit_every, commit_seconds : commit after this many records (None: no count), or once this
+        many seconds have passed since the last commit (a crash loses at most these).
+    sva_k : top singular vectors kept per layer and record for ``sva`` (default ``min(k, 10)``, the
+        ranks ``sva_score`` averages).
     dtype, k, align, sva, pairs, n_heads, sketch, sketch_dim, sketch_seed, max_lag,
     exact_memory, kinds : as in :func:`sedviz.compute` (the same defaults; ``sketch_dim`` 200,
         ``compute``'s default for windows (10, 20); ``max_lag="all"`` is not known live).
@@ -128,12 +133,16 @@ class Recorder:
     def __init__(self, store, *, run: str = "run", every: int = 1, grads: bool = False, dtype="float32", k: int = 100,
                  align: bool = True, sva: bool = True, sva_k: int | None = None, pairs=None, n_heads: int | None = None,
                  sketch: bool = True, sketch_dim: int = 200, sketch_seed: int = 0, max_lag="auto",
-                 exact_memory: int = 512 * 2**20, kinds: dict | None = None, commit_every: int = 1, device=None,
+                 exact_memory: int = 512 * 2**20, kinds: dict | None = None, commit_every: int | None = None,
+                 commit_seconds: float = 10.0, device=None,
                  on_error: str = "raise", store_format: str | None = None):
         if not isinstance(every, int) or every < 1:
             raise SedvizError(f"every={every!r}: record every N steps with a whole number N >= 1")
-        if not isinstance(commit_every, int) or commit_every < 1:
-            raise SedvizError(f"commit_every={commit_every!r}: must be a whole number >= 1")
+        if commit_every is not None and (not isinstance(commit_every, int) or commit_every < 1):
+            raise SedvizError(f"commit_every={commit_every!r}: must be a whole number >= 1, or None")
+        if not commit_seconds >= 0:
+            raise SedvizError(f"commit_seconds={commit_seconds!r}: must be >= 0")
+        self.commit_seconds = float(commit_seconds)
         if not isinstance(k, int) or k < 1:
             raise SedvizError(f"k={k!r}: the number of singular vectors to keep must be a whole number >= 1")
         if max_lag == "all":
@@ -142,7 +151,7 @@ class Recorder:
             raise SedvizError(f"on_error={on_error!r}: use 'raise' or 'skip'")
         resolve_dtype(dtype)
         self.run, self.every, self.grads, self.commit_every = str(run), every, grads, commit_every
-        self.sva_k = int(sva_k) if sva_k is not None else min(k, 16)
+        self.sva_k = int(sva_k) if sva_k is not None else min(k, 10)
         self.opts = Options(
             dtype=str(dtype), k=k, align=align, sva=sva,
             pairs=tuple(tuple(p) if isinstance(p, (list, tuple)) else p for p in pairs) if pairs else None,
@@ -159,6 +168,7 @@ class Recorder:
         self._stored: set[int] = set()
         self._buf: list[dict] = []
         self._since_commit = 0
+        self._last_commit = time.monotonic()
         self._metrics: dict[int, dict[str, float]] = {}
         self._metrics_dirty = False
         self._vectors: dict[int, dict] = {}  # step -> layer -> (U, V) top-sva_k, on the CPU
@@ -270,7 +280,8 @@ class Recorder:
         self._buf.append(rec)
         self._last_step = step
         self._since_commit += 1
-        if self._since_commit >= self.commit_every:
+        due = self.commit_every is not None and self._since_commit >= self.commit_every
+        if due or time.monotonic() - self._last_commit >= self.commit_seconds:
             self.flush()
         return True
 
@@ -351,6 +362,7 @@ class Recorder:
             st.commit(self.run, self._run_attrs())
         st.flush()
         self._since_commit = 0
+        self._last_commit = time.monotonic()
 
     def _nan_grads(self) -> dict:
         L, R = len(self.plan.layers), self.plan.max_rank

@@ -15,7 +15,7 @@ def test_follow_sees_new_records(tmp_path):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
     store = tmp_path / "live.zarr"
-    rec = Recorder(store, every=1, sketch=False, max_lag=None, sva=False)
+    rec = Recorder(store, every=1, sketch=False, max_lag=None, sva=False, commit_every=1)
     for step in (1, 2):
         rec.record(model, step)
         with torch.no_grad():

@@ -190,6 +190,7 @@ for step in range(start + 1, steps + 1):
     opt.step()
     rec.record(model, step, metrics={"loss": loss.item()})
     if step % 4 == 0:
+        rec.flush()  # commit what the checkpoint covers
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, ckpts / f"train_{step:05d}.pt")
     time.sleep(pause)
 rec.close()
@@ -279,3 +280,19 @@ def test_demo_recorded_live_equals_demo_from_checkpoints(tmp_path, capsys):
         np.testing.assert_allclose(live[col].values, ref[col].values, rtol=1e-12, err_msg=col)
     assert main(["demo", str(tmp_path / "x"), "--live", "--ship", "-q"]) != 0
     assert "drop --live" in capsys.readouterr().err
+
+
+def test_netcdf_store(tmp_path):
+    model = make_model()
+    with Recorder(tmp_path / "live.nc", every=2, sketch_dim=8, sva_k=4) as rec:
+        train(model, 6, every=2, rec=rec)
+    ds = sedviz.open(tmp_path / "live.nc")
+    assert ds.step.values.tolist() == [2, 4, 6]
+    s = torch.linalg.svdvals(model[2].weight.detach().double()).numpy()
+    np.testing.assert_allclose(ds.sv.sel(run="run", layer="2.weight", step=6).values[: len(s)], s, rtol=1e-5)
+    # agreement of the last record with itself: 1 on its top sva_k ranks
+    last = ds.sva.sel(run="run", step=6).values
+    np.testing.assert_allclose(last[:2, :4], 1.0, rtol=1e-5)
+    np.testing.assert_allclose(last[2, :3], 1.0, rtol=1e-5)  # the 3 x 16 head has rank 3
+    assert np.isnan(last[2, 3:]).all() and np.isnan(last[:, 4:]).all()
+    assert np.isfinite(ds.train_loss.values).all()

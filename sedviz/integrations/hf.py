@@ -12,6 +12,8 @@
 - ``grads=True``: gradient spectra at ``on_pre_optimizer_step``, i.e. after gradient
   accumulation and after clipping to ``max_grad_norm``, before the optimizer step.
 - Only the main process records (``state.is_world_process_zero``).
+- Records are committed when the trainer saves a checkpoint (``on_save``), besides the recorder's
+  own cadence, so a run resumed from a checkpoint finds every earlier step stored.
 - ``train(resume_from_checkpoint=...)``: the run in the store is continued (see
   :class:`sedviz.Recorder`); the step resumed from warms up the update history.
 """
@@ -60,6 +62,10 @@ class SedvizCallback(TrainerCallback):
         # the end-of-training summary (train_runtime, ..., and the run's mean train_loss) is no curve point
         if rec is not None and logs and not any(is_summary(metric_name(k)) for k in logs if k.startswith("train_")):
             rec.record_metrics(state.global_step, {k: v for k, v in logs.items() if not is_summary(metric_name(k))})
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.recorder is not None:
+            self.recorder.flush()  # a run resumed from this checkpoint finds every step before it stored
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.recorder is not None:

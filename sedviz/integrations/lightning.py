@@ -12,6 +12,8 @@
   the step validation ran. Aligned to the recorded steps as a ``metrics.csv`` would be.
 - ``grads=True``: gradient spectra at ``on_before_optimizer_step``, after accumulation and
   before Lightning clips gradients (``gradient_clip_val``) and steps the optimizer.
+- Records are committed when a checkpoint is saved (``on_save_checkpoint``), besides the
+  recorder's own cadence, so a run resumed from a checkpoint finds every earlier step stored.
 - Only global rank 0 records (``trainer.is_global_zero``).
 """
 from __future__ import annotations
@@ -91,6 +93,10 @@ class SedvizCallback(Callback):
         rec = self._rec(trainer)
         if rec is not None and not trainer.sanity_checking:
             rec.record_metrics(trainer.global_step, {k: v for k, v in _numbers(trainer.callback_metrics).items() if _is_val(k)})
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        if self.recorder is not None:
+            self.recorder.flush()  # a run resumed from this checkpoint finds every step before it stored
 
     def on_train_end(self, trainer, pl_module):
         if self.recorder is not None:
