@@ -16,8 +16,8 @@ steps before to 500 steps after the grok, for both runs; W = 20 signal rank k* a
 of the spectral edge (phases, tau = 1.2) for both runs; the lag-flip verdict (windows 5, 10, 15,
 20); the accuracy of grok_wd1's final checkpoint keeping the top and the bottom half of every SVD;
 the fire steps of the current early-warning detectors on both runs; the sketch's gap-ratio error
-at W = 20 (mean, and the per-window maximum of the edge r_k*). It prints one table and writes
-OUT/findings.json.
+at W = 20 (mean, and the per-window maximum of the edge r_k*). It prints one table and adds the
+seeds' rows to OUT/findings.json.
 """
 from __future__ import annotations
 
@@ -117,10 +117,12 @@ def report(out: Path, seeds) -> None:
     import json
 
     rows = {}
+    saved = out / "findings.json"
+    old = json.loads(saved.read_text()) if saved.exists() else {}
     for seed in seeds:
         rows[str(seed)] = findings(_open(out, seed))
         print(f"seed {seed}: " + json.dumps(rows[str(seed)]), flush=True)
-    (out / "findings.json").write_text(json.dumps(rows, indent=1) + "\n")
+    saved.write_text(json.dumps({**old, **rows}, indent=1) + "\n")  # earlier seeds' rows are kept
     head = (f"{'seed':>7} {'grok':>5} {'ctl acc':>7} {'eff-rank drop g/c':>18} {'k* g/c':>6} "
             f"{'collapse W20 g / c':>20} {'prune top/bot':>13}  lag flip (grok run)")
     print(head)

@@ -29,10 +29,11 @@ Parameter names (and the layer kinds :func:`sedviz.layers.layer_kind` gives them
     blocks.0.mlp.fc_out.weight    (d, d_mlp)    mlp_out
     unembed.weight                (p, d)        unembed   a Linear(d, p)
 
-With the default CONFIG (measured on a 2-core CPU, one thread): ``grok_wd1`` reaches train accuracy
+With the default CONFIG (the shipped data, trained on a 2-core CPU, one thread): ``grok_wd1`` reaches train accuracy
 0.99 at step 100 and validation accuracy 0.9 at step 2500 (100 checkpoints before it); ``grok_wd0``
 stays below 0.03 validation accuracy for all 3500 steps. Each run has 141 checkpoints (34 MiB) and
-takes about 65 s of CPU time; other seeds grokked at steps 2225-2900.
+takes about 65 s of CPU time. Over seeds 0-4 (docs/demo.md) grok_wd1 grokked at steps 1000-2900
+or, on seed 4, was still climbing (val acc 0.56) at step 3500.
 
 ``sedviz.demo:make_model`` and ``sedviz.demo:evaluate`` work with no arguments, so they serve as the
 model factory and the evaluation of the pruning and connectivity analyses (docs/methods.md#pruning, 6).

@@ -25,11 +25,17 @@ def _grok_step(one, threshold=0.9):
     return int(acc.step[acc >= threshold].min())
 
 
-def check_groks_and_control_does_not(ds):
-    grok = _grok_step(ds.sel(run="grok_wd1"))
-    assert 2000 <= grok <= 3200  # seeds 0-4: GROK_RANGE
-    assert float(ds.val_acc.sel(run="grok_wd0").max()) < 0.1  # seeds 0-4: CTL_RANGE
-    return grok
+def check_generalizes_and_control_does_not(ds):
+    """grok_wd1 generalizes (most seeds grok within the 3500 steps), the control does not.
+
+    Seeds 0-4: final val_acc of grok_wd1 0.56-1.0 (seed 4 was still climbing at step 3500, the
+    others grokked at 1000-2900); the control's best val_acc 0.027-0.196. Returns the grok step
+    (first val_acc >= 0.9) or None.
+    """
+    acc = ds.val_acc.sel(run="grok_wd1").dropna("step")
+    assert float(acc[-1]) >= 0.5
+    assert float(ds.val_acc.sel(run="grok_wd0").max()) < 0.25
+    return _grok_step(ds.sel(run="grok_wd1")) if float(acc.max()) >= 0.9 else None
 
 
 def check_eff_rank_falls_when_the_model_groks_not_in_the_control(ds, grok):
@@ -40,7 +46,7 @@ def check_eff_rank_falls_when_the_model_groks_not_in_the_control(ds, grok):
     before, after = grok - 250, min(grok + 500, last)
     er = ds.eff_rank.sel(layer=layers)
     drop = (er.sel(step=before) - er.sel(step=after)).mean("layer")
-    # seeds 0-4: ER_RANGE
+    # seeds that grokked (0-3; 4 did not): 0.208-0.241 for grok_wd1, -0.004-0.0035 for grok_wd0
     assert float(drop.sel(run="grok_wd1")) > 0.15
     assert abs(float(drop.sel(run="grok_wd0"))) < 0.02
     # and every attention/MLP matrix of the grokking run ends lower than where grokking began
@@ -51,9 +57,9 @@ def check_top_half_svd_pruning_keeps_accuracy_bottom_half_destroys_it(ds):
     """Yunis et al. (2024) Fig. 4: keeping the top half of every SVD keeps the model; the bottom half does not."""
     pc = sa.prune_curves(ds, "sedviz.demo:make_model", "sedviz.demo:evaluate", runs=["grok_wd1"], fractions=[0.5])
     acc = pc.prune_acc.sel(run="grok_wd1").squeeze()
-    # seeds 0-4: PRUNE_RANGE (chance is 1/97 = 0.010)
-    assert float(acc.sel(keep="full")) == pytest.approx(1.0, abs=1e-6)
-    assert float(acc.sel(keep="top")) >= 0.98
+    # seeds 0-4: top = full (1.000; seed 4, not grokked: full 0.561, top 0.550), bottom 0.009-0.011
+    # (chance is 1/97 = 0.010)
+    assert float(acc.sel(keep="top")) >= float(acc.sel(keep="full")) - 0.02
     assert float(acc.sel(keep="bottom")) < 0.05
 
 
@@ -67,7 +73,7 @@ def check_sketch_error(ds):
         k = int(ex.k_star_mode.sel(run=run, window=20))
         err = sk.sketch_gap_error.sel(run=run, window=20).dropna("step", how="all").values[:, :19]
         edge_err = err[:, k - 1]
-        # seeds 0-4: SKETCH_RANGE
+        # seeds 0-4 and 5, both runs: mean 2.9-3.3%, edge 90th percentile 4.0-11.2%, edge max 6.8-12.4%
         assert err.mean() < 0.05
         assert np.quantile(edge_err, 0.9) < 0.15 and edge_err.max() < 0.25
         # the jackknife estimate has the size of the error: two standard errors cover most windows
@@ -77,26 +83,28 @@ def check_sketch_error(ds):
 
 def check_edge_signal_rank_and_no_collapse_in_the_control(ds):
     e = sa.edge(ds, windows=[20])
-    # seeds 0-4: KSTAR_RANGE
+    # seeds 0-4: k* = 2 for grok_wd1 on every seed; the control never collapses on any
     assert int(e.k_star_mode.sel(run="grok_wd1", window=20)) == 2  # s2/s3: a two-direction signal
     p = sa.phases(e)
     assert np.isnan(float(p.collapse_step.sel(run="grok_wd0", window=20)))
 
 
-def check_no_lag_flip(ds):
-    """Xu's lag flip does not appear on the demo: on no seed do significant peaks change sign across windows."""
-    lf = sa.lag_flip(ds, windows=[5, 10, 15, 20])
-    assert not (lf.flip == "flip").any()  # seeds 0-4: FLIP_RANGE
-
-
 CHECKS = [check_eff_rank_falls_when_the_model_groks_not_in_the_control, check_sketch_error,
-          check_edge_signal_rank_and_no_collapse_in_the_control, check_no_lag_flip,
+          check_edge_signal_rank_and_no_collapse_in_the_control,
           check_top_half_svd_pruning_keeps_accuracy_bottom_half_destroys_it]
 
 
 def test_shipped_demo_groks_at_2500(ds):
-    assert check_groks_and_control_does_not(ds) == 2500
+    assert check_generalizes_and_control_does_not(ds) == 2500
     assert ds.sizes["step"] == 141
+
+
+def test_shipped_demo_has_no_lag_flip(ds):
+    """No lag flip on the shipped data (significant peaks at +1, +1, 0; W = 20 not significant).
+    Not a claim about every seed: seed 4 flips (+1 at W = 5 to -1 at W = 20)."""
+    lf = sa.lag_flip(ds, windows=[5, 10, 15, 20])
+    assert str(lf.flip.sel(run="grok_wd1").item()) == "no flip: same sign"
+    assert str(lf.flip.sel(run="grok_wd0").item()).startswith("no flip")
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda f: f.__name__[len("check_"):])
@@ -131,7 +139,7 @@ def test_early_warning_on_the_demo_in_words(ds):
 
 def test_shipped_edge_collapses_before_grokking(ds):
     """On the shipped data (seed 0) the W = 20 edge collapses at 2175, before the grok at 2500. Not on
-    every seed: COLLAPSE_NOTE."""
+    every seed: never on seeds 1, 4, 5, after the grok on seed 3 (docs/demo.md)."""
     p = sa.phases(sa.edge(ds, windows=[20]))
     assert 0 < float(p.collapse_step.sel(run="grok_wd1", window=20)) < 2500
 
@@ -141,7 +149,8 @@ def test_findings_on_a_fresh_demo_at_another_seed(fresh_demo_ds):
     """Everything asserted above, on a demo trained now at seed 5 (not one of the seeds thresholds came from)."""
     ds = fresh_demo_ds
     assert ds.sizes["step"] == 141 and set(ds.run.values) == {"grok_wd1", "grok_wd0"}
-    grok = check_groks_and_control_does_not(ds)
-    check_eff_rank_falls_when_the_model_groks_not_in_the_control(ds, grok)
+    grok = check_generalizes_and_control_does_not(ds)
+    if grok is not None:  # measured: seed 5 groks at 2075 (eff-rank drop 0.176 vs 0.003)
+        check_eff_rank_falls_when_the_model_groks_not_in_the_control(ds, grok)
     for check in CHECKS[1:]:
         check(ds)
