@@ -50,7 +50,7 @@ from torch import nn
 
 from sedviz._version import __version__
 
-__all__ = ["CONFIG", "RUNS", "make_model", "dataset", "evaluate", "train_run", "train_demo"]
+__all__ = ["CONFIG", "RUNS", "make_model", "dataset", "evaluate", "train_run", "train_demo", "fit_folder"]
 
 #: Every hyperparameter of the demo. Both runs use all of it; only ``weight_decay`` differs (RUNS).
 CONFIG: dict = {
