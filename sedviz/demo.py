@@ -51,7 +51,8 @@ from torch import nn
 
 from sedviz._version import __version__
 
-__all__ = ["CONFIG", "RUNS", "make_model", "dataset", "evaluate", "train_run", "train_demo", "record_demo"]
+__all__ = ["CONFIG", "RUNS", "make_model", "dataset", "evaluate", "train_run", "train_demo", "fit_folder",
+           "record_demo"]
 
 #: Every hyperparameter of the demo. Both runs use all of it; only ``weight_decay`` differs (RUNS).
 CONFIG: dict = {

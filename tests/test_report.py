@@ -252,6 +252,16 @@ def test_report_writes_executed_notebook_and_html(default_report, source):
     for section in ("Summary", "Loss and accuracy", "Effective rank", "Singular values", "Alignment and agreement",
                     "Spectral edge", "Lag flip", "Early warning", "Drift"):
         assert f'<h2 id="{section.replace(" ", "-")}">{section}' in page
+    # every early-warning outcome in words (sedviz.analysis.warning.describe), escaped but readable
+    from sedviz.analysis.warning import describe
+
+    ew = sedviz.analysis.early_warning(open_source(source), detector=["wnorm", "g23"])
+    for run in ew.run.values.tolist():
+        for det in ("wnorm", "g23"):
+            assert html_lib.escape(describe(ew, run, det), quote=False).replace("(", "").replace(")", "") in \
+                page.replace("(", "").replace(")", "")
+    if source == "demo":  # the default detector's false alarm on the demo control, said as such
+        assert "grok_wd0: wnorm fired at step 2500 on a run that never grokked" in page
 
 
 @pytest.mark.slow

@@ -214,3 +214,54 @@ def test_notebook_05_says_when_the_detector_fired_after_the_grok(tmp_path):
     assert ("late: wnorm fired at step 8, after the grok at step 5: a late warning (3 steps late), "
             "of no use as an early warning.") in text
     assert "flat: wnorm fired at step 8 on a run that never grokked (a false alarm)." in text
+
+
+def test_suite_models_and_tasks_match_references():
+    """The 2-block transformer against a plain causal-attention reference, the one-hot MLP against
+    an explicit one-hot matmul, and the labels of each operation."""
+    import torch
+
+    from sedviz import suite
+
+    cfg = suite.pair_config("t_add_p31_l2")
+    model = suite.make_model(cfg).double()
+    x, y = suite.dataset("val", cfg)
+    x = x[:50]
+    W = {k: v.detach() for k, v in model.state_dict().items()}
+
+    def attn(h, i, causal_all):  # (B, T, d) -> (B, T, d) per head, causal softmax over keys
+        d = h.shape[-1]
+        q, k, v = (h @ W[f"blocks.{i}.attn.qkv.weight"].T).split(d, dim=-1)
+        H, dh = cfg["n_heads"], d // cfg["n_heads"]
+        out = torch.zeros_like(h)
+        for hh in range(H):
+            sl = slice(hh * dh, (hh + 1) * dh)
+            s = q[..., sl] @ k[..., sl].transpose(1, 2) / dh**0.5
+            s = s.masked_fill(torch.triu(torch.ones(3, 3, dtype=torch.bool), 1), float("-inf"))
+            out[..., sl] = torch.softmax(s, -1) @ v[..., sl]
+        return out @ W[f"blocks.{i}.attn.out_proj.weight"].T
+
+    def mlp(h, i):
+        return torch.relu(h @ W[f"blocks.{i}.mlp.fc_in.weight"].T) @ W[f"blocks.{i}.mlp.fc_out.weight"].T
+
+    h = W["tok_embed.weight"][x] + W["pos_embed.weight"][:3]
+    for i in range(2):
+        h = h + attn(h, i, True)
+        h = h + mlp(h, i)
+    ref = h[:, -1] @ W["unembed.weight"].T
+    torch.testing.assert_close(model(x), ref, rtol=1e-10, atol=1e-10)
+
+    mcfg = suite.pair_config("m_add_p31_l2")
+    m = suite.make_model(mcfg).double()
+    p = mcfg["p"]
+    onehot = torch.zeros(50, 2 * p, dtype=torch.float64)
+    onehot[torch.arange(50), x[:, 0]] = 1
+    onehot[torch.arange(50), p + x[:, 1]] = 1
+    Wm = {k: v.detach() for k, v in m.state_dict().items()}
+    hm = torch.relu(onehot @ Wm["mlp.fc_in.weight"].T)
+    hm = torch.relu(hm @ Wm["mlp.hidden.0.weight"].T)
+    torch.testing.assert_close(m(x), hm @ Wm["mlp.fc_out.weight"].T, rtol=1e-10, atol=1e-10)
+
+    for op, f in (("add", lambda a, b: (a + b) % 31), ("sub", lambda a, b: (a - b) % 31), ("mul", lambda a, b: a * b % 31)):
+        xs, ys = suite.dataset("train", dict(cfg, op=op))
+        assert all(int(yy) == f(int(a), int(b)) for (a, b, _), yy in zip(xs.tolist()[:200], ys[:200]))
