@@ -275,16 +275,16 @@ def build_suite(out="runs/suite", *, only=None, jobs: int = 1, store=None, progr
     from sedviz.errors import SedvizError
 
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise SedvizError(f"sedviz suite --jobs {jobs!r}: expected a whole number >= 1")
+        raise SedvizError(f"jobs={jobs!r} (--jobs): expected a whole number >= 1")
     if data_out and only:
-        raise SedvizError("sedviz suite --ship: the shipped data must cover every pair; drop --only")
+        raise SedvizError("data_out (--ship): the shipped data must cover every pair; drop only (--only)")
     root = Path(out)
     pairs = list(PAIRS)
     if only:
         want = set(only)
         unknown = want - set(pairs) - {n for p in pairs for n in run_names(p)}
         if unknown:
-            raise SedvizError(f"sedviz suite --only: unknown names {sorted(unknown)}; pairs are {pairs}")
+            raise SedvizError(f"only (--only): unknown names {sorted(unknown)}; pairs are {pairs}")
         pairs = [p for p in pairs if p in want or any(n in want for n in run_names(p))]
     todo, folders = [], []
     for pair in pairs:
