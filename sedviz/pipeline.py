@@ -22,7 +22,6 @@ import os
 import sys
 import time
 import warnings
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
@@ -191,7 +190,8 @@ class Engine:
         self.reference = reference  # layer -> SVD of the final checkpoint (top-k vectors)
         self.sketcher = Sketcher(opts.sketch_dim, opts.sketch_seed, device) if opts.sketch else None
         self.prev: dict[str, torch.Tensor] | None = None
-        self.history: deque = deque(maxlen=plan.max_lag or 1)
+        self.history: dict[str, _History] = {}  # parameter -> its last max_lag updates
+        self.n_updates = 0  # updates seen (how many a parameter that appears late has missed)
         self._warned: set = set()
         self.vectors = opts.sva or bool(plan.pairs)
 
@@ -391,24 +391,64 @@ class Engine:
             dd = np.full((len(params), L + 1), np.nan)
             cur = {p.name: entries[p.name] for p in params if p.name in entries and entries[p.name].numel() == p.size}
             if self.prev is not None:
-                delta = {}
                 for i, p in enumerate(params):
                     a, b = cur.get(p.name), self.prev.get(p.name)
+                    hist = self.history.get(p.name) if L else None
                     if a is None or b is None:
+                        if hist is not None:
+                            hist.push(None)
                         continue
-                    d = a.to(self.device, torch.float64) - b.to(self.device, torch.float64)
-                    d = d.reshape(-1)
-                    delta[p.name] = d
+                    d = (a.to(self.device, torch.float64) - b.to(self.device, torch.float64)).reshape(-1)
+                    if hist is None and L:
+                        hist = self.history[p.name] = _History(L, d.numel(), self.device, self.n_updates)
                     dd[i, 0] = float(d @ d)
-                    for lag, old in enumerate(reversed(self.history), start=1):
-                        o = old.get(p.name)
-                        if o is not None and lag <= L:
-                            dd[i, lag] = float(d @ o)
-                self.history.append(delta)
+                    if hist is not None:
+                        dots = hist.dots(d)  # lags 1..len(hist), one matrix-vector product
+                        dd[i, 1 : 1 + len(dots)] = dots
+                        hist.push(d)
+                self.n_updates += 1
             self.prev = cur
             if record:
                 out["delta_dot"] = dd
         return out
+
+
+class _History:
+    """The last ``size`` updates of one parameter, oldest first, as rows of one float64 matrix.
+
+    Rows live in a buffer of 1.5 x size rows, so that the window of the last ``size`` updates is
+    always one contiguous slice: the dot products of a new update with all of them are one
+    matrix-vector product, not one small product (and one device sync) per lag. A missing update
+    is a row of NaN, whose products are NaN as before."""
+
+    def __init__(self, size: int, n: int, device, missed: int = 0):
+        self.size = max(int(size), 1)
+        self.buf = torch.full((self.size + max(1, self.size // 2), n), float("nan"), dtype=torch.float64, device=device)
+        self.end = 0  # rows [start, end) hold the window
+        for _ in range(min(missed, self.size)):
+            self.push(None)
+
+    def __len__(self) -> int:
+        return min(self.end, self.size)
+
+    def push(self, d: torch.Tensor | None) -> None:
+        if self.end == self.buf.shape[0]:  # full: move the last size - 1 rows to the front
+            keep = self.size - 1
+            if keep:
+                self.buf[:keep] = self.buf[self.end - keep : self.end].clone()
+            self.end = keep
+        if d is None:
+            self.buf[self.end].fill_(float("nan"))
+        else:
+            self.buf[self.end].copy_(d)
+        self.end += 1
+
+    def dots(self, d: torch.Tensor) -> np.ndarray:
+        """d . u for the window's updates u, most recent first (lag 1, 2, ...)."""
+        n = len(self)
+        if n == 0:
+            return np.empty(0)
+        return torch.mv(self.buf[self.end - n : self.end], d).flip(0).cpu().numpy()
 
 
 # ---------------------------------------------------------------------------------------------
