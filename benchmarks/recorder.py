@@ -46,7 +46,7 @@ def _demo_loop(steps: int, record: bool, work: Path, every: int) -> tuple[float,
             rec.record(model, step, metrics=dict(zip(demo._METRICS[1:], row[1:])), force=True)
 
     t0, w0 = time.process_time(), time.perf_counter()
-    demo._train_with_settings(cfg, "bench", False, save)
+    demo._run_training(cfg, demo._build, "bench", False, save)
     if rec is not None:
         rec.close()
     took, wall = time.process_time() - t0, time.perf_counter() - w0
