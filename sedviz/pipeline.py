@@ -416,14 +416,16 @@ class Engine:
 class _History:
     """The last ``size`` updates of one parameter, oldest first, as rows of one float64 matrix.
 
-    Rows live in a buffer of 1.5 x size rows, so that the window of the last ``size`` updates is
-    always one contiguous slice: the dot products of a new update with all of them are one
-    matrix-vector product, not one small product (and one device sync) per lag. A missing update
-    is a row of NaN, whose products are NaN as before."""
+    Rows live in a buffer of ``size`` + a few spare rows (at most an eighth more, 16 at most, so
+    the memory stays within what ``max_lag="auto"`` budgets), so that the window of the last
+    ``size`` updates is always one contiguous slice: the dot products of a new update with all of
+    them are one matrix-vector product, not one small product (and one device sync) per lag. When
+    the spare rows are used up, the window moves to the front (one copy every few updates). A
+    missing update is a row of NaN, whose products are NaN."""
 
     def __init__(self, size: int, n: int, device, missed: int = 0):
         self.size = max(int(size), 1)
-        self.buf = torch.full((self.size + max(1, self.size // 2), n), float("nan"), dtype=torch.float64, device=device)
+        self.buf = torch.full((self.size + max(1, min(16, self.size // 8)), n), float("nan"), dtype=torch.float64, device=device)
         self.end = 0  # rows [start, end) hold the window
         for _ in range(min(missed, self.size)):
             self.push(None)

@@ -18,7 +18,7 @@ What is kept between records
 ----------------------------
 - For ``delta_dot`` (``max_lag`` not None): the previous snapshot of every float parameter (a
   clone on the model's device, in its dtype) and the last ``max_lag`` updates (float64, on the
-  device), as in the checkpoint pass. ``max_lag="auto"`` keeps as many lags (up to 255, at least
+  device, with a few spare rows), as in the checkpoint pass. ``max_lag="auto"`` keeps as many lags (up to 255, at least
   19) as fit in ``exact_memory`` bytes, else none. When device memory is short pass
   ``max_lag=None``: then nothing is kept but the sketches already written, and the trajectory
   analyses use sketch differences (docs/methods.md#spectral-edge), as the checkpoint pass does for large models.
