@@ -27,6 +27,7 @@ import difflib
 import html as _html
 import os
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -267,12 +268,21 @@ def convert_parameter(spec: ReportParameter, value: Any) -> Any:
                       f"(default {spec.default}: {spec.help}). Fix: pass a {spec.type} value, e.g. {examples}")
 
 
+#: Report parameters renamed in 0.2 (one name per concept: ``params`` is a parameter group) -> new name.
+RENAMED = {"edge_layers": "edge_params", "warning_layers": "warning_params"}
+
+
 def validate_parameters(parameters: Mapping[str, Any] | None, notebook=None) -> dict[str, Any]:
     """Parameters checked against the notebook's declarations and converted to the declared
-    types (see :func:`convert_parameter`). Unknown names raise SedvizError listing the valid ones."""
+    types (see :func:`convert_parameter`). Unknown names raise SedvizError listing the valid ones;
+    an old name of :data:`RENAMED` is accepted for one release, with a DeprecationWarning."""
     specs = notebook_parameters(notebook)
     out = {}
     for name, value in dict(parameters or {}).items():
+        if name in RENAMED and name not in specs and RENAMED[name] in specs:
+            warnings.warn(f"report parameter {name!r} is now {RENAMED[name]!r}; the old name will be removed "
+                          f"in the next release", DeprecationWarning, stacklevel=2)
+            name = RENAMED[name]
         if name not in specs:
             close = difflib.get_close_matches(str(name), list(specs), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""

@@ -32,8 +32,8 @@ from sedviz.report import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-EXPECTED_PARAMETERS = ["store", "runs", "layers", "ranks", "windows", "edge_layers", "threshold_acc",
-                       "warning_window", "warning_layers", "title"]
+EXPECTED_PARAMETERS = ["store", "runs", "layers", "ranks", "windows", "edge_params", "threshold_acc",
+                       "warning_window", "warning_params", "title"]
 # The non-default parameter set: one run, two layers, fewer ranks, one window, text values as from the CLI.
 CUSTOM = {"runs": "['grok_wd1']", "ranks": "5", "windows": "[5]", "threshold_acc": "0.8", "warning_window": "6",
           "title": "Custom sedviz report"}
@@ -363,7 +363,7 @@ def test_failure_inside_the_notebook_names_the_cell_and_the_partial_notebook(tmp
     assert not (tmp_path / "out" / "report.html").exists()
     # A failure further down names the section it happened in.
     with pytest.raises(SedvizError) as err:
-        report(source, tmp_path / "out2", parameters={"edge_layers": "no_such_group"})
+        report(source, tmp_path / "out2", parameters={"edge_params": "no_such_group"})
     msg = str(err.value)
     assert 'section "Spectral edge"' in msg and "no_such_group" in msg and str(tmp_path / "out2" / "report.ipynb") in msg
 
@@ -431,3 +431,11 @@ def test_binder_environment_matches_the_package():
     assert "pip install" in post and "-e ." in post and os.access(REPO / "binder" / "postBuild", os.X_OK)
     assert os.access(REPO / "binder" / "start", os.X_OK)
     assert "urlpath=lab/tree/notebooks/quickstart.ipynb" in (REPO / "binder" / "README.md").read_text()
+
+
+def test_old_parameter_names_still_work_with_a_warning():
+    from sedviz.report import validate_parameters
+
+    with pytest.warns(DeprecationWarning, match="'warning_layers' is now 'warning_params'"):
+        params = validate_parameters({"warning_layers": "mlp", "edge_params": "attn"})
+    assert params == {"warning_params": "mlp", "edge_params": "attn"}

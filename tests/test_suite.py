@@ -215,6 +215,15 @@ def test_notebook_05_says_when_the_detector_fired_after_the_grok(tmp_path):
             "of no use as an early warning.") in text
     assert "flat: wnorm fired at step 8 on a run that never grokked (a false alarm)." in text
 
+    # the report says the same in its HTML
+    from sedviz.report import report
+
+    page = Path(report(str(store), tmp_path / "report", parameters={"windows": [3], "warning_window": 3,
+                                                                      "warning_params": "all", "edge_params": "all"})["html"])
+    html = page.read_text(encoding="utf-8")
+    assert "after the grok at step 5: a late warning (3 steps late)" in html
+    assert "never grokked (a false alarm)" in html
+
 
 def test_suite_models_and_tasks_match_references():
     """The 2-block transformer against a plain causal-attention reference, the one-hot MLP against
