@@ -385,3 +385,12 @@ def test_layers_keyword_is_deprecated_for_params(two_runs):
         lag_flip(ds.assign(val_loss=(("run", "step"), loss)), windows=5, layers="attn", n_surrogates=0)
     with pytest.raises(SedvizError, match="once"):
         edge(ds, windows=5, params="attn", layers="attn")
+
+
+def test_params_all_is_the_whole_model(two_runs):
+    """params="all" (what the notebooks and the report pass) is the whole model, like params=None."""
+    ds, _ = two_runs
+    every = edge(ds, windows=5, params="all", exact=True)
+    default = edge(ds, windows=5, exact=True)
+    np.testing.assert_array_equal(every["edge_sv"].values, default["edge_sv"].values)
+    assert every.attrs["params"] == default.attrs["params"]

@@ -157,7 +157,7 @@ def select_params(ds, spec, fn: str, name: str = "layers") -> list[str]:
 
     ``name`` is the keyword the caller took ``spec`` from (for the message).
 
-    - None: every parameter.
+    - None or "all" (unless a parameter is named "all"): every parameter.
     - a str: a parameter name, else a ``param_kind`` or a kind prefix ("attn" -> attn_qkv,
       attn_out, ...; "mlp" -> mlp_in, mlp_out).
     - a list of such strings: the union.
@@ -165,7 +165,7 @@ def select_params(ds, spec, fn: str, name: str = "layers") -> list[str]:
     """
     names = [str(p) for p in ds["param"].values]
     kinds = [str(k) for k in ds["param_kind"].values] if "param_kind" in ds.coords else None
-    if spec is None:
+    if spec is None or (isinstance(spec, str) and spec == "all" and "all" not in names):
         return names
     if callable(spec):
         chosen = [p for p in names if bool(spec(p))]
