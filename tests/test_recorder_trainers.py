@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import sedviz
-from test_trainers import nearest_within_half_gap
+from test_trainers import Tokens, nearest_within_half_gap
 
 pytestmark = pytest.mark.slow
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -30,18 +30,6 @@ def same_records(live, ref, *, sva_k):
             a, b = a[..., :sva_k], b[..., :sva_k]
         np.testing.assert_allclose(a, b, equal_nan=True, err_msg=v, **TOL)
         assert np.isfinite(b).any(), v
-
-
-class Tokens(torch.utils.data.Dataset):
-    def __init__(self, n, vocab, length, seed):
-        g = torch.Generator().manual_seed(seed)
-        self.x = torch.randint(0, vocab, (n, length), generator=g)
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return {"input_ids": self.x[i], "labels": self.x[i]}
 
 
 def test_hf_trainer_live_equals_checkpoints(tmp_path):
