@@ -1,10 +1,12 @@
 """The streaming pass: every checkpoint read once, every matrix decomposed once.
 
 For each run the final checkpoint is read first (its top-k singular vectors are the reference
-for the agreement ``sva``, docs/methods.md#agreement-with-the-final-checkpoint), then the others in step order. From each checkpoint the
-pass takes everything any analysis needs: singular values and measures (docs/methods.md#effective-rank), top-k
-vectors for consecutive pairs (``align``, docs/methods.md#alignment-of-consecutive-layers) and for ``sva``, per-parameter JL sketches
-and exact dot products of consecutive updates (docs/methods.md#spectral-edge). Only a record of numbers leaves the
+for the agreement ``sva``, docs/methods.md#agreement-with-the-final-checkpoint), then the others
+in step order. From each checkpoint the pass takes everything any analysis needs: singular values
+and measures (docs/methods.md#effective-rank), top-k vectors for consecutive pairs (``align``,
+docs/methods.md#alignment-of-consecutive-layers) and for ``sva``, per-parameter JL sketches and
+exact dot products of consecutive updates (docs/methods.md#spectral-edge). Only a record of
+numbers leaves the
 pass, so memory holds about one checkpoint, plus the last ``max_lag`` updates when exact update
 dot products are on (they are on automatically only while they fit in ``exact_memory``).
 
