@@ -6,8 +6,7 @@ in step order. From each checkpoint the pass takes everything any analysis needs
 and measures (docs/methods.md#effective-rank), top-k vectors for consecutive pairs (``align``,
 docs/methods.md#alignment-of-consecutive-layers) and for ``sva``, per-parameter JL sketches and
 exact dot products of consecutive updates (docs/methods.md#spectral-edge). Only a record of
-numbers leaves the
-pass, so memory holds about one checkpoint, plus the last ``max_lag`` updates when exact update
+numbers leaves the pass, so memory holds about one checkpoint, plus the last ``max_lag`` updates when exact update
 dot products are on (they are on automatically only while they fit in ``exact_memory``).
 
 Work per checkpoint is independent except for the update history, so the pass splits a run
